@@ -27,7 +27,7 @@ if [ ! -x "$venv/bin/pytest" ]; then
   say "creating virtualenv $venv (log: $cache/logs/pip.log)"
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip >"$cache/logs/pip.log" 2>&1
+  "$venv/bin/pip" install -q --upgrade pip setuptools wheel >"$cache/logs/pip.log" 2>&1
   "$venv/bin/pip" install -q -e "$here[dev]" >>"$cache/logs/pip.log" 2>&1 \
     || { say "pip install failed; see $cache/logs/pip.log"; rm -rf "$venv"; exit 1; }
 fi
