@@ -20,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+
 from skillwarden_devstack import components, processes
 from skillwarden_devstack import stack as devstack
 from skillwarden_devstack.processes import StackError
