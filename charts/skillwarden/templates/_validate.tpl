@@ -1,0 +1,44 @@
+{{/*
+Cross-field checks the JSON schema cannot express. Each message names the key(s) to change.
+Included once, from deployment.yaml, so `helm template|install|lint` all stop on them.
+*/}}
+{{- define "skillwarden.validate" -}}
+{{- $v := .Values -}}
+{{- $replicas := int $v.operator.replicas -}}
+{{- if and $v.webhook.pods.enabled (not $v.providerKey.secretName) -}}
+{{- fail "providerKey.secretName is required while webhook.pods.enabled=true: set it to the name of the Secret (in each workload namespace) that holds the Anthropic API key, e.g. --set providerKey.secretName=anthropic-api-key" -}}
+{{- end -}}
+{{- if and (eq $v.certificates.mode "self-signed-per-pod") (gt $replicas 1) -}}
+{{- fail (printf "certificates.mode=self-signed-per-pod gives each replica its own certificate, so the webhook caBundle cannot match %d replicas: set certificates.mode=secret (shared Secret) or cert-manager, or set operator.replicas=1" $replicas) -}}
+{{- end -}}
+{{- if and (eq $v.certificates.mode "self-signed-per-pod") (not $v.webhook.managed) -}}
+{{- fail "certificates.mode=self-signed-per-pod needs webhook.managed=true (only the process itself knows its certificate, so it must register the webhooks): set webhook.managed=true, or use certificates.mode=secret" -}}
+{{- end -}}
+{{- if eq $v.certificates.mode "cert-manager" -}}
+{{- if and (not $v.certificates.certManager.createSelfSignedIssuer) (not $v.certificates.certManager.issuerRef.name) -}}
+{{- fail "certificates.mode=cert-manager needs an issuer: set certificates.certManager.issuerRef.name (and .kind: Issuer|ClusterIssuer), or set certificates.certManager.createSelfSignedIssuer=true" -}}
+{{- end -}}
+{{- if and $v.certificates.certManager.createSelfSignedIssuer $v.certificates.certManager.issuerRef.name -}}
+{{- fail "certificates.certManager.createSelfSignedIssuer=true and certificates.certManager.issuerRef.name are both set: keep one" -}}
+{{- end -}}
+{{- if $v.webhook.managed -}}
+{{- fail "webhook.managed=true lets the operator write its own webhook configurations, which cert-manager's cainjector cannot annotate: use webhook.managed=false with certificates.mode=cert-manager" -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.operator.podDisruptionBudget.enabled (ge (int $v.operator.podDisruptionBudget.minAvailable) $replicas) -}}
+{{- fail (printf "operator.podDisruptionBudget.minAvailable=%d with operator.replicas=%d blocks every node drain: set operator.replicas above minAvailable (e.g. operator.replicas=2) or operator.podDisruptionBudget.enabled=false" (int $v.operator.podDisruptionBudget.minAvailable) $replicas) -}}
+{{- end -}}
+{{- if gt (int $v.opa.pollMinSeconds) (int $v.opa.pollMaxSeconds) -}}
+{{- fail (printf "opa.pollMinSeconds=%d is above opa.pollMaxSeconds=%d: OPA rejects that bundle polling config" (int $v.opa.pollMinSeconds) (int $v.opa.pollMaxSeconds)) -}}
+{{- end -}}
+{{- if ge (int $v.certificates.rotateBeforeDays) (int $v.certificates.validityDays) -}}
+{{- fail (printf "certificates.rotateBeforeDays=%d must be below certificates.validityDays=%d, or the certificate is rotated continuously" (int $v.certificates.rotateBeforeDays) (int $v.certificates.validityDays)) -}}
+{{- end -}}
+{{- $ports := list (int $v.operator.ports.webhook) (int $v.operator.ports.bundles) (int $v.operator.ports.metrics) (int $v.operator.ports.health) -}}
+{{- if ne (len ($ports | uniq)) 4 -}}
+{{- fail (printf "operator.ports must be four distinct ports, got webhook=%d bundles=%d metrics=%d health=%d" (int $v.operator.ports.webhook) (int $v.operator.ports.bundles) (int $v.operator.ports.metrics) (int $v.operator.ports.health)) -}}
+{{- end -}}
+{{- if eq (int $v.sidecar.port) (int $v.sidecar.metricsPort) -}}
+{{- fail "sidecar.port and sidecar.metricsPort must differ: app traffic and /metrics are separate listeners" -}}
+{{- end -}}
+{{- end -}}
