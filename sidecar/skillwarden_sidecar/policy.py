@@ -1,0 +1,165 @@
+"""Ask OPA. Build the decision input (CONTRACTS.md) from the parsed request; fail closed.
+
+OPA is the injected `opa` container on loopback; plain aiohttp with a pooled session and
+`orjson` is used rather than opa-python-client (one POST, no extra dependency, and the client's
+connection reuse is what keeps a decision well under a millisecond).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from skillwarden_sidecar.errors import Rejection, policy_unavailable
+from skillwarden_sidecar.pipeline import Decision, Exchange
+from skillwarden_sidecar.routes import Route
+
+ACTIONS = frozenset({"allow", "deny", "require_approval"})
+
+
+def _texts(content: Any) -> list[str]:
+    """Text a human (or the model) reads: strings, text blocks, tool_result contents."""
+    if isinstance(content, str):
+        return [content]
+    out: list[str] = []
+    if isinstance(content, list):
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            kind = block.get("type")
+            if kind == "text" and isinstance(block.get("text"), str):
+                out.append(block["text"])
+            elif kind == "tool_result":
+                out.extend(_texts(block.get("content")))
+    return out
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    parts = _texts(body.get("system"))
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                parts.extend(_texts(message.get("content")))
+    return "\n".join(parts)
+
+
+def request_skills(body: dict[str, Any]) -> list[dict[str, str]]:
+    container = body.get("container")
+    skills = container.get("skills") if isinstance(container, dict) else None
+    out: list[dict[str, str]] = []
+    if isinstance(skills, list):
+        for skill in skills:
+            if isinstance(skill, dict):
+                out.append({"type": str(skill.get("type", "")), "skill_id": str(skill.get("skill_id", "")),
+                            "version": str(skill.get("version", "latest"))})
+    return out
+
+
+def request_tools(body: dict[str, Any]) -> list[str]:
+    tools = body.get("tools")
+    names: list[str] = []
+    if isinstance(tools, list):
+        for tool in tools:
+            if isinstance(tool, dict):
+                name = tool.get("name") or tool.get("type")
+                if isinstance(name, str):
+                    names.append(name)
+    return names
+
+
+def build_input(exchange: Exchange, route: Route) -> dict[str, Any]:
+    body = exchange.body or {}
+    text = prompt_text(body)
+    max_tokens = body.get("max_tokens")
+    skills = request_skills(body)
+    skill_id = route.param("skill_id")
+    if skill_id:  # skills.* routes: the skill acted on is the path's
+        skills = [{"type": "custom", "skill_id": skill_id, "version": route.param("version") or "latest"}]
+    model = body.get("model")
+    identity = exchange.identity
+    return {
+        "identity": identity.as_input() if identity else {"kind": "workload", "sub": "", "iss": "",
+                                                          "groups": [], "email": ""},
+        "workload": exchange.workload.as_input(),
+        "request": {
+            "method": exchange.method, "path": exchange.path, "operation": exchange.operation,
+            "model": model if isinstance(model, str) else "",
+            "stream": body.get("stream") is True,
+            "max_tokens": max_tokens if type(max_tokens) is int else 0,
+            "skills": skills, "tools": request_tools(body),
+            "prompt_text": text, "prompt_chars": len(text),
+        },
+        "approval": {"id": exchange.approval.id, "state": exchange.approval.state},
+    }
+
+
+def parse_decision(result: Any) -> Decision:
+    if not isinstance(result, dict) or result.get("action") not in ACTIONS:
+        raise policy_unavailable("policy gave no decision (is the policy bundle loaded?); request denied")
+
+    def mapping(name: str) -> dict[str, Any]:
+        value = result.get(name)
+        return value if isinstance(value, dict) else {}
+
+    reasons = result.get("reasons")
+    return Decision(
+        action=result["action"],
+        reasons=tuple(str(r) for r in reasons) if isinstance(reasons, list) else (),
+        policy=result.get("policy") if isinstance(result.get("policy"), str) else None,
+        rule=result.get("rule") if isinstance(result.get("rule"), str) else None,
+        message=str(result.get("message") or ""),
+        masking=mapping("masking"), recording=mapping("recording"), approval=mapping("approval"),
+        bundle_revision=str(result.get("bundle_revision") or ""), raw=result)
+
+
+class PolicyClient:
+    def __init__(self, session: aiohttp.ClientSession, opa_url: str, decision_path: str,
+                 timeout: float) -> None:
+        self._session = session
+        self._url = f"{opa_url}/v1/data/{decision_path.strip('/')}"
+        self._health = f"{opa_url}/health?bundles"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def decide(self, policy_input: dict[str, Any]) -> tuple[Decision, float]:
+        """(decision, seconds). Any failure to get a well-formed decision is a `Rejection`."""
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                    self._url, data=orjson.dumps({"input": policy_input}),
+                    headers={"Content-Type": "application/json"}, timeout=self._timeout) as response:
+                payload = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise policy_unavailable("policy engine did not answer in time; request denied") from None
+        except aiohttp.ClientError:
+            raise policy_unavailable("policy engine unreachable; request denied") from None
+        elapsed = time.perf_counter() - started
+        if status != 200:
+            raise policy_unavailable(f"policy engine answered HTTP {status}; request denied")
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise policy_unavailable("policy engine answered garbage; request denied") from None
+        return parse_decision(document.get("result") if isinstance(document, dict) else None), elapsed
+
+    async def ready(self) -> bool:
+        """OPA is up and every configured bundle is activated."""
+        try:
+            async with self._session.get(self._health, timeout=aiohttp.ClientTimeout(total=1)) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+
+def denial(decision: Decision) -> Rejection:
+    """The 403 a client sees for `deny`: names the policy and rule, and says why."""
+    where = f"policy {decision.policy or '(none)'}"
+    if decision.rule:
+        where += f", rule {decision.rule}"
+    why = decision.message or "; ".join(decision.reasons) or "not permitted"
+    details = {"policy": decision.policy, "rule": decision.rule, "reasons": list(decision.reasons)}
+    return Rejection(403, f"denied by skillwarden ({where}): {why}", cause="policy_deny", details=details)
