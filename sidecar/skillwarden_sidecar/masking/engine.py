@@ -1,0 +1,161 @@
+"""The scanning engine: RE2 (linear time) over the UTF-8 bytes, validators, overlap resolution.
+
+One RE2 Set pass tells which detectors can match at all (clean text costs one DFA pass); only
+those detectors then search for candidates, and only validated candidates become findings.
+Overlaps resolve to the candidate that starts first, then the longer, then the higher-priority
+entity. Offsets in findings are code points into the input string.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import re2
+
+from skillwarden_sidecar.masking.custom import custom_detector
+from skillwarden_sidecar.masking.detectors import BUILTIN_DETECTORS, Detector, re2_options
+from skillwarden_sidecar.masking.entities import PRIORITY
+from skillwarden_sidecar.masking.operators import replacement
+from skillwarden_sidecar.masking.spec import BUDGET_ENTITY, BUDGET_MARKER, MaskingSpec
+
+_UNANCHORED = re2._Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+
+
+class MaskingBudgetExceeded(RuntimeError):
+    """A text exceeded the size or time budget and the spec says to raise (not to mask it whole)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    entity: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    text: str
+    findings: list[Finding]
+
+
+class Masker:
+    def __init__(self, spec: MaskingSpec) -> None:
+        self.spec = spec
+        builtin = [d for d in BUILTIN_DETECTORS if d.entity in spec.entities]
+        custom = [custom_detector(c.name, c.pattern) for c in spec.custom if c.name in spec.entities]
+        self.detectors: tuple[Detector, ...] = tuple(builtin + custom)
+        self._rank = {d.entity: (PRIORITY.index(d.entity) if d.entity in PRIORITY else len(PRIORITY))
+                      for d in self.detectors}  # fmt: skip
+        self._screen: re2.Set | None = None
+        if self.detectors:
+            screen = re2.Set.SearchSet(re2_options())
+            for detector in self.detectors:
+                screen.Add(detector.pattern)
+            screen.Compile()
+            self._screen = screen
+
+    @property
+    def hmac_key_id(self) -> str:
+        return self.spec.hmac_key_id
+
+    # -- scanning ------------------------------------------------------------------------------
+
+    def find_bytes(
+        self, buf: bytes, pos: int = 0, deadline: float | None = None
+    ) -> list[tuple[int, int, Detector]]:
+        """Validated, non-overlapping byte spans starting at or after `pos` (bytes before `pos` are
+        context for boundary checks only)."""
+        if self._screen is None or pos >= len(buf):
+            return []
+        hits = self._screen.Match(buf[pos:]) if pos else self._screen.Match(buf)
+        if not hits:
+            return []
+        if deadline is None:
+            deadline = time.monotonic() + self.spec.max_scan_seconds
+        candidates: list[tuple[int, int, int, int, Detector]] = []
+        end_of_text = len(buf)
+        for index in sorted(hits):
+            detector = self.detectors[index]
+            regexp = detector.compiled._regexp
+            validate = detector.validator
+            rank = self._rank[detector.entity]
+            cursor = pos
+            steps = 0
+            while cursor < end_of_text:
+                start, end = regexp.Match(_UNANCHORED, buf, cursor, end_of_text)[0]
+                if (start, end) == _NO_MATCH:
+                    break
+                if end > start and validate(buf, start, end):
+                    candidates.append((start, start - end, rank, end, detector))
+                    cursor = end
+                else:
+                    cursor = start + 1
+                    while cursor < end_of_text and buf[cursor] & 0xC0 == 0x80:
+                        cursor += 1  # never resume inside a UTF-8 sequence
+                steps += 1
+                if steps & 63 == 0 and time.monotonic() > deadline:
+                    raise MaskingBudgetExceeded("masking scan exceeded its time budget")
+        if time.monotonic() > deadline:
+            raise MaskingBudgetExceeded("masking scan exceeded its time budget")
+        candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+        chosen: list[tuple[int, int, Detector]] = []
+        last_end = -1
+        for start, _, _, end, detector in candidates:
+            if start >= last_end:
+                chosen.append((start, end, detector))
+                last_end = end
+        return chosen
+
+    def find(self, text: str) -> list[tuple[int, int, Detector]]:
+        """Validated spans in code points. Raises MaskingBudgetExceeded past a budget."""
+        buf = text.encode("utf-8", "surrogatepass")
+        if len(buf) > self.spec.max_text_bytes:
+            raise MaskingBudgetExceeded(f"text of {len(buf)} bytes exceeds the masking budget")
+        spans = self.find_bytes(buf)
+        if not spans or len(buf) == len(text):
+            return spans
+        return to_char_spans(buf, spans)
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def replace(self, detector: Detector, value: str) -> str:
+        operator = self.spec.operators.get(detector.entity, "redact")
+        return replacement(detector, operator, value, self.spec.hmac_key)
+
+    def render(self, text: str, spans: list[tuple[int, int, Detector]]) -> str:
+        pieces: list[str] = []
+        last = 0
+        for start, end, detector in spans:
+            pieces.append(text[last:start])
+            pieces.append(self.replace(detector, text[start:end]))
+            last = end
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    def mask_text(self, text: str) -> MaskResult:
+        try:
+            spans = self.find(text)
+        except MaskingBudgetExceeded:
+            if self.spec.on_budget == "raise":
+                raise
+            return MaskResult(BUDGET_MARKER, [Finding(BUDGET_ENTITY, 0, len(text))])
+        if not spans:
+            return MaskResult(text, [])
+        return MaskResult(
+            self.render(text, spans), [Finding(d.entity, start, end) for start, end, d in spans]
+        )
+
+
+def to_char_spans(buf: bytes, spans: list[tuple[int, int, Detector]]) -> list[tuple[int, int, Detector]]:
+    """Byte offsets -> code point offsets in one pass (spans are sorted and disjoint)."""
+    converted: list[tuple[int, int, Detector]] = []
+    byte_at, char_at = 0, 0
+    for start, end, detector in spans:
+        char_at += len(buf[byte_at:start].decode("utf-8", "surrogatepass"))
+        char_start = char_at
+        char_at += len(buf[start:end].decode("utf-8", "surrogatepass"))
+        byte_at = end
+        converted.append((char_start, char_at, detector))
+    return converted
