@@ -1,0 +1,211 @@
+"""All SkillPolicies of a namespace -> the one data document the static Rego evaluates.
+
+The Rego is vetted and fixed; only this data changes. Everything that can be decided before a
+request arrives is decided here: namespace-wide masking and recording (union, longest retention),
+the default action, and indexes so OPA looks rules and grants up by key (skill, tool, model,
+group, user, service account) instead of scanning them. Decision latency then depends on the
+rules that could apply to a request, not on how many rules the namespace has.
+
+Output is a pure function of the input policies (sorted by name, no timestamps), so every
+operator replica produces the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from skillwarden_operator import policy_model, schema
+
+# Most protective first: redact reveals nothing, hmac reveals linkability, partial reveals a tail.
+_OPERATOR_STRENGTH = {"redact": 3, "hmac": 2, "partial": 1}
+_PRINCIPALS = (("group", "groups"), ("user", "users"), ("serviceaccount", "serviceAccounts"))
+_ACTION_RANK = {"allow": 0, "require_approval": 1, "deny": 2}
+
+
+@dataclass
+class Compiled:
+    document: dict[str, Any]
+    invalid: dict[str, list[str]] = field(default_factory=dict)  # policy key -> errors
+    included: list[str] = field(default_factory=list)  # policy keys compiled into the document
+
+
+def _skill_key(skill: dict[str, Any]) -> str:
+    return f"{skill['type']}/{skill['id']}"
+
+
+def _skills(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """{type/id: {any: bool, versions: {v: true}}}: O(1) lookups in Rego."""
+    merged: dict[str, dict[str, Any]] = {}
+    for skill in entries:
+        entry = merged.setdefault(_skill_key(skill), {"any": False, "versions": {}})
+        if "versions" in skill:
+            for version in skill["versions"]:
+                entry["versions"][version] = True
+        else:
+            entry["any"] = True
+    return {key: merged[key] for key in sorted(merged)}
+
+
+def _is_literal(glob: str) -> bool:
+    return "*" not in glob and "?" not in glob
+
+
+def _recording_defaults() -> dict[str, Any]:
+    props = schema.policy_schema()["properties"]["spec"]["properties"]["recording"]["properties"]
+    return {"retentionDays": props["retentionDays"]["default"], "mode": props["mode"]["default"]}
+
+
+def compile_namespace(namespace: str, policies: list[dict[str, Any]],
+                      min_retention_days: int = policy_model.DEFAULT_MIN_RETENTION_DAYS,
+                      entities: frozenset[str] | None = None) -> Compiled:
+    ordered = sorted(policies, key=lambda p: str(p.get("metadata", {}).get("name", "")))
+    valid: list[tuple[str, dict[str, Any]]] = []
+    invalid: dict[str, list[str]] = {}
+    for policy in ordered:
+        key = f"{namespace}/{policy.get('metadata', {}).get('name', '')}"
+        errors = policy_model.validate_policy(policy, min_retention_days, entities)
+        if errors:
+            invalid[key] = errors
+        else:
+            valid.append((key, policy_model.normalized_spec(policy)))
+
+    grants: list[dict[str, Any]] = []
+    grant_index: dict[str, dict[str, list[int]]] = {"group": defaultdict(list), "user": defaultdict(list),
+                                                     "serviceaccount": defaultdict(list)}
+    rules: list[dict[str, Any]] = []
+    rule_index: dict[str, Any] = {"skill": defaultdict(list), "tool": defaultdict(list),
+                                  "model": defaultdict(list), "any": []}
+    approvals: dict[str, Any] = {}
+    defaults: list[tuple[str, str]] = []
+    for key, spec in valid:
+        defaults.append((policy_model.ACTION_TO_DECISION[spec["defaultAction"]], key))
+        for subject in spec.get("subjects", []):
+            index = len(grants)
+            grant: dict[str, Any] = {
+                "policy": key, "subject": subject["name"],
+                "skills": _skills(subject.get("skills", [])),
+                "models": sorted(set(subject.get("models", []))),
+                "tools": {tool: True for tool in sorted(set(subject.get("tools", [])))},
+            }
+            if "maxTokens" in subject:
+                grant["maxTokens"] = subject["maxTokens"]
+            grants.append(grant)
+            for kind, field_name in _PRINCIPALS:
+                for name in sorted(set(subject.get(field_name, []))):
+                    grant_index[kind][name].append(index)
+        for rule in spec.get("rules", []):
+            index = len(rules)
+            rules.append(_compile_rule(key, rule))
+            _index_rule(rule["when"], index, rule_index)
+        if "approval" in spec:
+            approvals[key] = _compile_approval(spec["approval"])
+
+    document = {
+        "namespace": namespace,
+        "default_action": _default_action(defaults),
+        "default_policy": _default_policy(defaults),
+        "grants": grants,
+        "grant_index": {kind: _sorted_map(entries) for kind, entries in grant_index.items()},
+        "rules": rules,
+        "rule_index": {"skill": _sorted_map(rule_index["skill"]), "tool": _sorted_map(rule_index["tool"]),
+                       "model": _sorted_map(rule_index["model"]), "any": rule_index["any"]},
+        "approvals": approvals,
+        "masking": _merge_masking([spec.get("masking", {}) for _, spec in valid]),
+        "recording": _merge_recording(namespace, [(key, spec["recording"]) for key, spec in valid
+                                                  if "recording" in spec]),
+        "invalid": [{"policy": key, "errors": errors} for key, errors in invalid.items()],
+    }
+    return Compiled(document=document, invalid=invalid, included=[key for key, _ in valid])
+
+
+def _sorted_map(entries: dict[str, list[int]]) -> dict[str, list[int]]:
+    return {key: entries[key] for key in sorted(entries)}
+
+
+def _compile_rule(policy: str, rule: dict[str, Any]) -> dict[str, Any]:
+    when = rule["when"]
+    compiled: dict[str, Any] = {}
+    if "promptMatches" in when:
+        compiled["promptMatches"] = list(when["promptMatches"])
+    if "skills" in when:
+        compiled["skills"] = _skills(when["skills"])
+    if "tools" in when:
+        compiled["tools"] = {tool: True for tool in sorted(set(when["tools"]))}
+    if "models" in when:
+        compiled["models"] = sorted(set(when["models"]))
+    if "maxTokensAbove" in when:
+        compiled["maxTokensAbove"] = when["maxTokensAbove"]
+    return {"policy": policy, "name": rule["name"], "action": policy_model.ACTION_TO_DECISION[rule["action"]],
+            "message": rule.get("message", f"rule {rule['name']} of {policy}"), "when": compiled}
+
+
+def _index_rule(when: dict[str, Any], index: int, rule_index: dict[str, Any]) -> None:
+    """Put the rule under the most selective key it REQUIRES: a rule with a skills condition can
+    only match a request carrying one of those skills, so it is only looked at for them."""
+    if when.get("skills"):
+        for key in sorted({_skill_key(skill) for skill in when["skills"]}):
+            rule_index["skill"][key].append(index)
+    elif when.get("tools"):
+        for tool in sorted(set(when["tools"])):
+            rule_index["tool"][tool].append(index)
+    elif when.get("models") and all(_is_literal(model) for model in when["models"]):
+        for model in sorted(set(when["models"])):
+            rule_index["model"][model].append(index)
+    else:
+        rule_index["any"].append(index)
+
+
+def _compile_approval(approval: dict[str, Any]) -> dict[str, Any]:
+    approvers = approval.get("approvers", {})
+    return {
+        "approvers": {"groups": sorted(set(approvers.get("groups", []))),
+                      "users": sorted(set(approvers.get("users", [])))},
+        "required": approval["required"],
+        "ttlSeconds": policy_model.parse_duration(approval["ttl"]),
+        "holdSeconds": approval["holdSeconds"],
+    }
+
+
+def _default_action(defaults: list[tuple[str, str]]) -> str:
+    # No policy at all: deny. Several policies: the most restrictive default wins.
+    if not defaults:
+        return "deny"
+    return max((action for action, _ in defaults), key=lambda action: _ACTION_RANK[action])
+
+
+def _default_policy(defaults: list[tuple[str, str]]) -> str | None:
+    winner = _default_action(defaults)
+    return next((key for action, key in defaults if action == winner), None)
+
+
+def _merge_masking(sections: list[dict[str, Any]]) -> dict[str, Any]:
+    upstream: set[str] = set()
+    client: set[str] = set()
+    operators: dict[str, str] = {}
+    custom: set[tuple[str, str]] = set()
+    for section in sections:
+        upstream.update(section.get("upstream", []))
+        client.update(section.get("client", []))
+        for entity, operator in section.get("operators", {}).items():
+            current = operators.get(entity)
+            if current is None or _OPERATOR_STRENGTH[operator] > _OPERATOR_STRENGTH[current]:
+                operators[entity] = operator
+        custom.update((entry["name"], entry["pattern"]) for entry in section.get("custom", []))
+    return {"upstream": sorted(upstream), "client": sorted(client),
+            "operators": {entity: operators[entity] for entity in sorted(operators)},
+            "custom": [{"name": name, "pattern": pattern} for name, pattern in sorted(custom)]}
+
+
+def _merge_recording(namespace: str, sections: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    defaults = _recording_defaults()
+    if not sections:
+        return {"bucket": "", "prefix": f"{namespace}/", "retentionDays": defaults["retentionDays"],
+                "mode": defaults["mode"], "policy": None}
+    # Longest retention wins; on a tie COMPLIANCE (cannot be shortened) beats GOVERNANCE.
+    key, chosen = max(sections, key=lambda item: (item[1]["retentionDays"], item[1]["mode"] == "COMPLIANCE",
+                                                  item[0]))
+    mode = "COMPLIANCE" if any(section["mode"] == "COMPLIANCE" for _, section in sections) else chosen["mode"]
+    return {"bucket": chosen.get("bucket", ""), "prefix": chosen.get("prefix", f"{namespace}/"),
+            "retentionDays": chosen["retentionDays"], "mode": mode, "policy": key}

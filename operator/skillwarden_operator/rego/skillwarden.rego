@@ -1,0 +1,270 @@
+# skillwarden decision policy (static, vetted; never generated from user input).
+#
+# data.skillwarden.policies: the namespace document compiled by skillwarden_operator.compiler
+# data.skillwarden.bundle.revision: content hash of the bundle (same as the .manifest revision)
+#
+# Query: POST /v1/data/skillwarden/decision {"input": ...}. While no bundle is loaded the data is
+# missing and `decision` is undefined: the sidecar denies (fail closed).
+package skillwarden
+
+compiled := data.skillwarden.policies
+
+rank := {"allow": 0, "require_approval": 1, "deny": 2}
+
+request := object.get(input, "request", {})
+
+identity := object.get(input, "identity", {})
+
+workload := object.get(input, "workload", {})
+
+req_skills := object.get(request, "skills", [])
+
+req_tools := object.get(request, "tools", [])
+
+req_model := object.get(request, "model", "")
+
+prompt := object.get(request, "prompt_text", "")
+
+skill_key(s) := sprintf("%s/%s", [object.get(s, "type", ""), object.get(s, "skill_id", "")])
+
+# ---------------------------------------------------------------------------------------------
+# Grants: subjects are looked up by key (group, user, service account), never scanned.
+
+candidate_grants contains i if {
+	some g in object.get(identity, "groups", [])
+	some i in compiled.grant_index.group[g]
+}
+
+candidate_grants contains i if {
+	sub := object.get(identity, "sub", "")
+	sub != ""
+	some i in compiled.grant_index.user[sub]
+}
+
+candidate_grants contains i if {
+	email := object.get(identity, "email", "")
+	email != ""
+	some i in compiled.grant_index.user[email]
+}
+
+# The pod's own service account (workload identity, always known to the sidecar).
+candidate_grants contains i if {
+	sa := object.get(workload, "service_account", "")
+	sa != ""
+	some i in compiled.grant_index.serviceaccount[sa]
+}
+
+# A presented Kubernetes service-account token of this namespace.
+candidate_grants contains i if {
+	identity.kind == "serviceaccount"
+	parts := split(identity.sub, ":")
+	count(parts) == 4
+	parts[0] == "system"
+	parts[1] == "serviceaccount"
+	parts[2] == compiled.namespace
+	some i in compiled.grant_index.serviceaccount[parts[3]]
+}
+
+skill_listed(skills, s) if skills[skill_key(s)].any
+
+skill_listed(skills, s) if skills[skill_key(s)].versions[object.get(s, "version", "latest")]
+
+grant_covers_skills(grant) if {
+	every s in req_skills {
+		skill_listed(grant.skills, s)
+	}
+}
+
+grant_covers_model(_) if req_model == ""
+
+grant_covers_model(grant) if {
+	some pattern in grant.models
+	glob.match(pattern, null, req_model)
+}
+
+grant_covers_tools(grant) if {
+	every t in req_tools {
+		grant.tools[t]
+	}
+}
+
+grant_covers_tokens(grant) if not grant.maxTokens
+
+grant_covers_tokens(_) if not is_number(object.get(request, "max_tokens", null))
+
+grant_covers_tokens(grant) if request.max_tokens <= grant.maxTokens
+
+granting contains i if {
+	some i in candidate_grants
+	grant := compiled.grants[i]
+	grant_covers_skills(grant)
+	grant_covers_model(grant)
+	grant_covers_tools(grant)
+	grant_covers_tokens(grant)
+}
+
+granted if count(granting) > 0
+
+# ---------------------------------------------------------------------------------------------
+# Rules: only those indexed under a key the request carries (plus the unindexed ones) are tested.
+
+candidate_rules contains i if {
+	some s in req_skills
+	some i in compiled.rule_index.skill[skill_key(s)]
+}
+
+candidate_rules contains i if {
+	some t in req_tools
+	some i in compiled.rule_index.tool[t]
+}
+
+candidate_rules contains i if {
+	req_model != ""
+	some i in compiled.rule_index.model[req_model]
+}
+
+candidate_rules contains i if some i in compiled.rule_index.any
+
+cond_prompt(when) if not when.promptMatches
+
+cond_prompt(when) if {
+	some pattern in when.promptMatches
+	regex.match(pattern, prompt)
+}
+
+cond_skills(when) if not when.skills
+
+cond_skills(when) if {
+	some s in req_skills
+	skill_listed(when.skills, s)
+}
+
+cond_tools(when) if not when.tools
+
+cond_tools(when) if {
+	some t in req_tools
+	when.tools[t]
+}
+
+cond_models(when) if not when.models
+
+cond_models(when) if {
+	req_model != ""
+	some pattern in when.models
+	glob.match(pattern, null, req_model)
+}
+
+cond_tokens(when) if not is_number(object.get(when, "maxTokensAbove", null))
+
+cond_tokens(when) if request.max_tokens > when.maxTokensAbove
+
+matching_rules contains i if {
+	some i in candidate_rules
+	when := compiled.rules[i].when
+	cond_skills(when)
+	cond_tools(when)
+	cond_models(when)
+	cond_tokens(when)
+	cond_prompt(when) # last: the only costly condition
+}
+
+# ---------------------------------------------------------------------------------------------
+# Precedence: deny > require_approval > allow. No grant => the namespace's defaultAction.
+
+base_action := "allow" if granted
+
+else := compiled.default_action
+
+broken if count(compiled.invalid) > 0
+
+raw_rank := 2 if broken
+
+else := max({rank[base_action]} | {rank[compiled.rules[i].action] | some i in matching_rules})
+
+actions := {"allow", "require_approval", "deny"}
+
+raw_action := a if {
+	some a in actions
+	rank[a] == raw_rank
+}
+
+# The rule that decided: the first (policy name, rule order) matching rule of the winning rank.
+deciding_rule := compiled.rules[min({i |
+	some i in matching_rules
+	rank[compiled.rules[i].action] == raw_rank
+})]
+
+first_grant := compiled.grants[min(granting)]
+
+approved if {
+	raw_action == "require_approval"
+	input.approval.state == "Approved"
+}
+
+action := "allow" if approved
+
+else := raw_action
+
+policy := null if broken
+
+else := deciding_rule.policy if deciding_rule
+
+else := first_grant.policy if granted
+
+else := null
+
+rule := null if broken
+
+else := deciding_rule.name if deciding_rule
+
+else := null
+
+message := "the namespace's SkillPolicies are invalid; every request is denied until they are fixed" if broken
+
+else := deciding_rule.message if deciding_rule
+
+else := sprintf("granted by %s subject %s", [first_grant.policy, first_grant.subject]) if granted
+
+else := sprintf("no SkillPolicy subject grants this request; default action %s", [compiled.default_action])
+
+reasons_broken contains sprintf("policy %s is invalid: %s", [entry.policy, concat("; ", entry.errors)]) if {
+	some entry in compiled.invalid
+}
+
+reasons_grant contains sprintf("granted by %s subject %s", [g.policy, g.subject]) if {
+	some i in granting
+	g := compiled.grants[i]
+}
+
+reasons_grant contains sprintf("no subject grants this request (skills, model, tools and max_tokens must all be within one grant); default action %s", [compiled.default_action]) if {
+	not granted
+}
+
+reasons_rules contains sprintf("rule %s/%s: %s: %s", [r.policy, r.name, r.action, r.message]) if {
+	some i in matching_rules
+	r := compiled.rules[i]
+}
+
+reasons_approval contains sprintf("approved by SkillApproval %s", [input.approval.id]) if approved
+
+reasons := sort((((reasons_broken | reasons_grant) | reasons_rules) | reasons_approval))
+
+approval_policy := deciding_rule.policy if deciding_rule
+
+else := compiled.default_policy
+
+approval_settings := object.get(compiled.approvals, approval_policy, {}) if action == "require_approval"
+
+else := {}
+
+decision := {
+	"action": action,
+	"reasons": reasons,
+	"policy": policy,
+	"rule": rule,
+	"message": message,
+	"masking": compiled.masking,
+	"recording": object.remove(compiled.recording, ["policy"]),
+	"approval": approval_settings,
+	"bundle_revision": data.skillwarden.bundle.revision,
+}
