@@ -96,14 +96,6 @@ group: {{ .Values.certificates.certManager.issuerRef.group }}
 {{- end -}}
 {{- end -}}
 
-{{/* cert-manager's cainjector fills caBundle from the Certificate's Secret. */}}
-{{- define "skillwarden.webhookAnnotations" -}}
-{{- if eq .Values.certificates.mode "cert-manager" }}
-annotations:
-  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/{{ include "skillwarden.certificateName" . }}
-{{- end }}
-{{- end -}}
-
 {{- define "skillwarden.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 65532
@@ -122,4 +114,12 @@ capabilities:
   drop: [ALL]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/* clientConfig.service for one webhook entry: (dict "ctx" $ "path" "/handler-id"). */}}
+{{- define "skillwarden.webhookClient" -}}
+name: {{ include "skillwarden.webhookService" .ctx }}
+namespace: {{ .ctx.Release.Namespace }}
+path: {{ .path }}
+port: 443
 {{- end -}}
