@@ -1,0 +1,212 @@
+"""Who is injected, who is skipped (with which reason) and what is denied (with which message)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+
+from skillwarden_operator import injection as inj
+
+SETTINGS = inj.InjectionSettings()
+
+
+def pod(annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+        **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "annotations": annotations or {}, "labels": labels or {}},
+            "spec": {"containers": [{"name": "app", "image": "example/app:1"}], **spec}}
+
+
+OPTED_IN = {"skillwarden.io/inject": "true"}
+
+
+@pytest.mark.parametrize(("annotations", "labels", "namespace", "reason"), [
+    ({}, {}, "finance", "not-opted-in"),
+    ({"skillwarden.io/inject": "false"}, {"skillwarden.io/inject": "true"}, "finance", "opted-out"),
+    ({"skillwarden.io/inject": "true"}, {"skillwarden.io/inject": "false"}, "finance", "opted-out"),
+    ({"skillwarden.io/inject": "FALSE"}, {}, "finance", "opted-out"),
+    (OPTED_IN, OPTED_IN, "kube-system", "excluded-namespace"),
+    (OPTED_IN, OPTED_IN, "kube-node-lease", "excluded-namespace"),
+    (OPTED_IN, {**OPTED_IN, "app.kubernetes.io/name": "skillwarden-operator"}, "skillwarden-system",
+     "operator-pod"),
+    # Even garbage in the opt-in annotation cannot get a system pod denied: it is not ours to judge.
+    ({"skillwarden.io/inject": "maybe", "skillwarden.io/record": "false"}, {}, "kube-system",
+     "excluded-namespace"),
+])
+def test_skips_leave_the_pod_untouched(annotations: dict[str, str], labels: dict[str, str], namespace: str,
+                                       reason: str) -> None:
+    original = pod(annotations, labels)
+    outcome = inj.plan(original, namespace, SETTINGS)
+    assert (outcome.action, outcome.reason) == ("skip", reason)
+    assert outcome.pod == original and outcome.patch == []
+
+
+@pytest.mark.parametrize("source", ["annotations", "labels"])
+def test_label_or_annotation_alone_opts_in(source: str) -> None:
+    outcome = inj.plan(pod(**{source: OPTED_IN}), "finance", SETTINGS)  # type: ignore[arg-type]
+    assert outcome.action == "inject"
+
+
+@pytest.mark.parametrize(("annotations", "spec", "message"), [
+    ({"skillwarden.io/inject": "yes"}, {}, 'is not "true" or "false"'),
+    ({"skillwarden.io/sidecar-cpu": "lots"}, {},
+     "skillwarden.io/sidecar-cpu: 'lots' is not a Kubernetes quantity"),
+    ({"skillwarden.io/sidecar-memory": "0"}, {}, "must be greater than zero"),
+    ({"skillwarden.io/sidecar-memory": "1Ki"}, {}, "below the 16Mi"),
+    ({"skillwarden.io/sidecar-cpu": "500m", "skillwarden.io/sidecar-cpu-limit": "200m"}, {},
+     "below the CPU request"),
+    ({"skillwarden.io/opa-memory": "64Mi; rm -rf /"}, {}, "not a Kubernetes quantity"),
+    ({"skillwarden.io/port": "80"}, {}, "1024-65535"),
+    ({"skillwarden.io/port": "8181"}, {}, "collides with a port the injected containers use"),
+    ({"skillwarden.io/native-sidecar": "sometimes"}, {}, 'must be "true" or "false"'),
+    ({"skillwarden.io/provider-key-secret": "Bad_Name"}, {}, "is not a valid Secret name"),
+    ({"skillwarden.io/record": "false"}, {}, "recording and masking cannot be changed per pod"),
+    ({"skillwarden.io/disable-recording": "true"}, {}, "recording and masking cannot be changed per pod"),
+    ({"skillwarden.io/masking": "off"}, {}, "recording and masking cannot be changed per pod"),
+    ({"skillwarden.io/sidecar-image": "evil/proxy"}, {}, "unknown annotation skillwarden.io/sidecar-image"),
+    ({"skillwarden.io/sidecar-cpu": "1" * 300}, {}, "longer than 253"),
+    ({}, {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 8790}]}]},
+     "port conflict: container 'app' (containers) declares port 8790, which the injected sidecar proxy"),
+    ({}, {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 9091}]}]},
+     "sidecar admin listens on"),
+    ({}, {"containers": [{"name": "opa", "image": "openpolicyagent/opa"}]}, "name 'opa' is reserved"),
+    ({}, {"volumes": [{"name": "skillwarden-spool", "emptyDir": {}}]},
+     "volume name 'skillwarden-spool' is reserved"),
+    ({}, {"containers": []}, "the pod has no containers"),
+    ({}, {"containers": "app"}, "spec.containers must be a list of containers with names"),
+    ({}, {"containers": [{"image": "x"}]}, "spec.containers must be a list of containers with names"),
+])
+def test_invalid_requests_are_denied_with_a_clear_message(annotations: dict[str, str], spec: dict[str, Any],
+                                                          message: str) -> None:
+    with pytest.raises(inj.InjectionDenied) as denied:
+        inj.plan(pod({**OPTED_IN, **annotations}, **spec), "finance", SETTINGS)
+    assert message in str(denied.value)
+
+
+def test_port_annotation_moves_the_sidecar_and_the_base_url() -> None:
+    spec = {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 8790}]}]}
+    out = inj.plan(pod({**OPTED_IN, "skillwarden.io/port": "18790"}, **spec), "finance", SETTINGS).pod
+    sidecar = next(c for c in out["spec"]["containers"] if c["name"] == "skillwarden")
+    assert "--port=18790" in sidecar["args"]
+    assert out["spec"]["containers"][0]["env"] == [{"name": "ANTHROPIC_BASE_URL", "value": "http://127.0.0.1:18790"}]
+
+
+KEY = SETTINGS.provider_key_secret
+
+
+@pytest.mark.parametrize(("container", "volumes", "route"), [
+    ({"env": [{"name": "ANTHROPIC_API_KEY", "valueFrom": {"secretKeyRef": {"name": KEY, "key": "api-key"}}}]},
+     [], "into env 'ANTHROPIC_API_KEY'"),
+    ({"envFrom": [{"secretRef": {"name": KEY}}]}, [], "with envFrom"),
+    ({"volumeMounts": [{"name": "k", "mountPath": "/k"}]}, [{"name": "k", "secret": {"secretName": KEY}}],
+     "volume 'k' mounts the provider-key Secret"),
+    ({"volumeMounts": [{"name": "k", "mountPath": "/k"}]},
+     [{"name": "k", "projected": {"sources": [{"secret": {"name": KEY}}]}}],
+     "volume 'k' mounts the provider-key"),
+    ({"volumeMounts": [{"name": "skillwarden-provider-key", "mountPath": "/k"}]}, [],
+     "mounts 'skillwarden-provider-key', a volume owned by the injected sidecar"),
+])
+def test_app_containers_can_never_reach_the_provider_key(container: dict[str, Any], volumes: list[Any],
+                                                         route: str) -> None:
+    spec = {"containers": [{"name": "app", "image": "x", **container}], "volumes": volumes}
+    with pytest.raises(inj.InjectionDenied) as denied:
+        inj.plan(pod(OPTED_IN, **spec), "finance", SETTINGS)
+    assert route in str(denied.value)
+
+
+def test_provider_key_override_is_checked_too() -> None:
+    spec = {"containers": [{"name": "app", "image": "x", "envFrom": [{"secretRef": {"name": "team-key"}}]}]}
+    assert inj.plan(pod(OPTED_IN, **spec), "finance", SETTINGS).action == "inject"  # another Secret: fine
+    with pytest.raises(inj.InjectionDenied):
+        inj.plan(pod({**OPTED_IN, "skillwarden.io/provider-key-secret": "team-key"}, **spec), "finance",
+                 SETTINGS)
+
+
+def test_forged_status_annotation_gets_the_real_sidecar_not_the_fake() -> None:
+    fake = {"name": "skillwarden", "image": "evil/passthrough", "env": [
+        {"name": "RECORD", "value": "false"}]}
+    forged = pod({**OPTED_IN, inj.STATUS_KEY: "{}"})
+    forged["spec"]["containers"].append(fake)
+    out = inj.plan(forged, "finance", SETTINGS)
+    sidecars = [c for c in out.pod["spec"]["containers"] if c["name"] == "skillwarden"]
+    assert len(sidecars) == 1 and sidecars[0]["image"] == SETTINGS.sidecar_image
+    assert sidecars[0]["command"] == ["skillwarden", "sidecar"]
+    assert inj.plan(out.pod, "finance", SETTINGS).patch == []
+
+
+def test_reinvocation_after_another_webhook_added_a_container() -> None:
+    injected = inj.plan(pod(OPTED_IN), "finance", SETTINGS).pod
+    later = copy.deepcopy(injected)
+    later["spec"]["containers"].insert(1, {"name": "log-shipper", "image": "example/ship:1"})
+    again = inj.plan(later, "finance", SETTINGS)
+    assert again.action == "inject"
+    assert again.patch[0]["path"] == "/metadata/annotations/skillwarden.io~1injected"
+    shipper = again.pod["spec"]["containers"][1]
+    assert shipper["env"] == [{"name": "ANTHROPIC_BASE_URL", "value": "http://127.0.0.1:8790"}]
+    assert [c["name"] for c in again.pod["spec"]["containers"]].count("skillwarden") == 1
+    assert json.loads(again.pod["metadata"]["annotations"][inj.STATUS_KEY])["env"] == ["app", "log-shipper"]
+    assert inj.plan(again.pod, "finance", SETTINGS).patch == []
+
+
+def test_namespace_comes_from_the_request_and_is_required() -> None:
+    template = pod(OPTED_IN)
+    template["metadata"].pop("name")
+    template["metadata"]["generateName"] = "report-"
+    out = inj.plan(template, "finance", SETTINGS).pod
+    opa = next(c for c in out["spec"]["containers"] if c["name"] == "opa")
+    assert "--set=bundles.skillwarden.resource=bundles/finance.tar.gz" in opa["args"]
+    assert "namespace" not in out["metadata"]
+    with pytest.raises(inj.InjectionDenied, match="namespace is unknown"):
+        inj.plan(template, None, SETTINGS)
+
+
+@pytest.mark.parametrize("bad", [
+    [], "pod", {"spec": None}, {"metadata": "x", "spec": {"containers": [{"name": "a"}]}},
+    {"metadata": {"annotations": {"skillwarden.io/inject": 1}}, "spec": {"containers": [{"name": "a"}]}},
+    {"metadata": {"labels": ["x"]}, "spec": {"containers": [{"name": "a"}]}},
+    {"spec": {"containers": [{"name": "a"}], "volumes": {"a": 1}}},
+])
+def test_malformed_objects_are_denied_not_crashed(bad: Any) -> None:
+    with pytest.raises(inj.InjectionDenied):
+        inj.plan(bad, "finance", SETTINGS)
+
+
+def test_huge_pod_is_handled_quickly() -> None:
+    env = [{"name": f"V{j}", "value": "x" * 100} for j in range(200)]
+    containers = [{"name": f"c{i}", "image": "x", "env": env, "ports": [{"containerPort": 10000 + i}]}
+                  for i in range(100)]
+    big = pod(OPTED_IN, containers=containers,
+              volumes=[{"name": f"v{i}", "emptyDir": {}} for i in range(500)])
+    started = time.perf_counter()
+    outcome = inj.plan(big, "finance", SETTINGS)
+    again = inj.plan(outcome.pod, "finance", SETTINGS)
+    elapsed = time.perf_counter() - started
+    assert outcome.action == "inject" and again.patch == []
+    assert elapsed < 2.0, f"two passes over a 20,000-env-var pod took {elapsed:.2f}s"
+
+
+def test_settings_from_env_and_errors_name_the_variable() -> None:
+    settings = inj.settings_from_env({
+        "SKILLWARDEN_INJECT_SIDECAR_IMAGE": "registry.local/skillwarden:dev",
+        "SKILLWARDEN_INJECT_NATIVE_SIDECAR": "true", "SKILLWARDEN_INJECT_SIDECAR_MEMORY": "300Mi",
+        "SKILLWARDEN_INJECT_PORT": "18000", "SKILLWARDEN_INJECT_EXCLUDED_NAMESPACES": "kube-system, infra",
+    })
+    assert settings.sidecar_image == "registry.local/skillwarden:dev" and settings.native_sidecar
+    assert settings.sidecar_resources.memory == "300Mi" and settings.sidecar_resources.cpu == "100m"
+    assert settings.port == 18000 and settings.excluded_namespaces == {"kube-system", "infra"}
+    for variable, value in [("SKILLWARDEN_INJECT_PORT", "http"), ("SKILLWARDEN_INJECT_NATIVE_SIDECAR", "1"),
+                            ("SKILLWARDEN_INJECT_OPA_CPU", "-1"), ("SKILLWARDEN_INJECT_SPOOL_SIZE", "big")]:
+        with pytest.raises(inj.SettingsError, match=variable):
+            inj.settings_from_env({variable: value})
+
+
+def test_every_documented_annotation_is_in_the_docs() -> None:
+    from pathlib import Path
+    docs = (Path(__file__).parents[3] / "docs" / "injection.md").read_text()
+    for key in inj.ANNOTATIONS:
+        assert f"`{key}`" in docs, key
+    for variable in inj.ENV_SETTINGS:
+        assert f"`{variable}`" in docs, variable
