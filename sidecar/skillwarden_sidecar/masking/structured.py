@@ -1,0 +1,87 @@
+"""Masking of Messages API bodies: only string values change, keys and structure stay, JSON stays valid.
+
+Requests: `system` (string or blocks) and `messages[].content` (string or blocks: text, tool_result
+with string or nested content, tool_use input, document text, thinking). Responses: `content`
+(text, tool_use input, thinking, server tool results). Identifiers and structural fields (ids,
+names, types, signatures, media types) and opaque binary payloads (base64 sources, redacted
+thinking) are left alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from skillwarden_sidecar.masking.engine import Masker
+
+MAX_DEPTH = 64
+
+# Keys whose values are identifiers or protocol fields, never user text.
+STRUCTURAL_KEYS = frozenset(
+    {"type", "id", "tool_use_id", "name", "signature", "media_type", "cache_control", "role",
+     "file_id", "container_id", "stop_reason", "stop_sequence", "model", "index"}
+)  # fmt: skip
+_OPAQUE_TYPES = frozenset({"base64", "redacted_thinking", "image"})
+
+
+class MaskingDepthError(ValueError):
+    """A body nests deeper than MAX_DEPTH: refused rather than walked without bound."""
+
+
+def mask_string(masker: Masker, text: str, counts: Counter[str]) -> str:
+    if not text:
+        return text
+    result = masker.mask_text(text)
+    for finding in result.findings:
+        counts[finding.entity] += 1
+    return result.text
+
+
+def mask_json(
+    masker: Masker, value: Any, counts: Counter[str], path: str = "$", depth: int = 0, free: bool = False
+) -> Any:
+    """Walk a JSON value: strings are masked, object keys kept; copies only what changes.
+    `free`: arbitrary data (a tool's input) where no key is structural."""
+    if depth > MAX_DEPTH:
+        raise MaskingDepthError(f"{path}: JSON nests deeper than {MAX_DEPTH} levels; refusing to mask it")
+    if isinstance(value, str):
+        return mask_string(masker, value, counts)
+    if isinstance(value, list):
+        items = [mask_json(masker, item, counts, f"{path}[{i}]", depth + 1, free)
+                 for i, item in enumerate(value)]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        opaque = not free and value.get("type") in _OPAQUE_TYPES
+        changed = False
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not free and (key in STRUCTURAL_KEYS or (opaque and key == "data")):
+                out[key] = item
+                continue
+            out[key] = mask_json(masker, item, counts, f"{path}.{key}", depth + 1, free or key == "input")
+            changed = changed or out[key] is not item
+        return out if changed else value
+    return value
+
+
+def mask_request_body(masker: Masker, body: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
+    """What the provider (or the record) sees of a `/v1/messages` or count_tokens request."""
+    counts: Counter[str] = Counter()
+    out = dict(body)
+    if "system" in body:
+        out["system"] = mask_json(masker, body["system"], counts, "$.system", 1)
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        out["messages"] = [
+            mask_json(masker, message, counts, f"$.messages[{i}]", 1) for i, message in enumerate(messages)
+        ]
+    return out, counts
+
+
+def mask_response_body(masker: Masker, body: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
+    """What the client (or the record) sees of a JSON `message` answer."""
+    counts: Counter[str] = Counter()
+    out = dict(body)
+    if "content" in body:
+        out["content"] = mask_json(masker, body["content"], counts, "$.content", 1)
+    return out, counts
