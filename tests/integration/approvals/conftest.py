@@ -276,3 +276,27 @@ def approval_body(
 
 def random_digest() -> str:
     return "sha256:" + uuid.uuid4().hex + uuid.uuid4().hex
+
+
+def review_as(env: ApprovalsEnv, user: str, verb: str, name: str, reason: str) -> int:
+    """The real CLI, in-process (call through asyncio.to_thread from async tests)."""
+    from skillwarden_cli.main import main as cli_main
+
+    return cli_main(
+        [
+            "approvals",
+            verb,
+            name,
+            "--reason",
+            reason,
+            "-n",
+            env.namespace,
+            "--kubeconfig",
+            env.stack["kubeconfigs"][user],
+        ]
+    )
+
+
+def approvals_for(env: ApprovalsEnv, digest: str) -> list[dict[str, Any]]:
+    items = env.api("admin").list_namespaced_custom_object(GROUP, VERSION, env.namespace, PLURAL)["items"]
+    return [i for i in items if i["spec"]["requestDigest"] == digest]
