@@ -103,15 +103,15 @@ def gate(
 
 
 async def appears(
-    env: ApprovalsEnv, digest: str, count: int = 1, timeout: float = 10
+    env: ApprovalsEnv, digest: str, count: int = 1, within: float = 10
 ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         found = await asyncio.to_thread(approvals_for, env, digest)
         if len(found) >= count:
             return found
         await asyncio.sleep(0.1)
-    raise AssertionError(f"no SkillApproval for {digest} after {timeout} s")
+    raise AssertionError(f"no SkillApproval for {digest} after {within} s")
 
 
 async def refused(call: Any) -> Rejection:
