@@ -11,8 +11,9 @@ from collections.abc import Sequence
 # name -> (module, help). Each module has `configure(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("skillwarden_cli.dev", "the local stack: up | down | status"),
-    "approvals": ("skillwarden_cli.approvals", "human approvals: list | show | approve | deny"),
+    "mask": ("skillwarden_cli.mask", "mask regulated data and secrets: stdin -> stdout"),
     "sidecar": ("skillwarden_cli.sidecar", "run the enforcement sidecar (app traffic + admin port)"),
+    "approvals": ("skillwarden_cli.approvals", "human approvals: list | show | approve | deny"),
 }
 
 
