@@ -34,7 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--custom", action="append", default=[], metavar="NAME=RE2",
                         help="an extra pattern (bounded RE2), masked as [NAME]; repeatable")
     parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument("--hmac-key-file", help="key for the hmac operator (or env SKILLWARDEN_MASK_HMAC_KEY)")
+    parser.add_argument("--hmac-key-file",
+                        help="key for the hmac operator (or env SKILLWARDEN_MASK_HMAC_KEY)")
     parser.add_argument("--hmac-key-id", default="cli", help="key id recorded with hmac tokens")
     parser.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024, help="size budget of the input")
 
