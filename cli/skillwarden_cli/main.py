@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mask": ("skillwarden_cli.mask", "mask regulated data and secrets: stdin -> stdout"),
     "sidecar": ("skillwarden_cli.sidecar", "run the enforcement sidecar (app traffic + admin port)"),
     "approvals": ("skillwarden_cli.approvals", "human approvals: list | show | approve | deny"),
+    "policy": ("skillwarden_cli.policy", "SkillPolicy YAML: compile | test (GitOps CI)"),
+    "operator": ("skillwarden_cli.operator_cmd", "run the operator (admission, compilation, bundle service)"),
 }
 
 
