@@ -20,7 +20,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from skillwarden_operator import approvals_model as model
 from skillwarden_sidecar.approval_client import (
@@ -37,25 +37,6 @@ from skillwarden_sidecar.request_digest import request_digest
 Clock = Callable[[], dt.datetime]
 PROMPT_SUMMARY_CHARS = 500
 _RETRY_PAUSE_S = 0.5
-# Metric label `state` of skillwarden_approvals_total: a fixed set.
-_OUTCOMES = {
-    "approval_pending": "Pending",
-    "approval_denied": "Denied",
-    "approval_expired": "Expired",
-    "approval_used": "Used",
-    "approval_deleted": "Deleted",
-    "approval_unavailable": "Error",
-}
-
-
-class ApprovalMetrics(Protocol):
-    """The two sidecar metrics this gate feeds (skillwarden_sidecar.metrics.SidecarMetrics)."""
-
-    @property
-    def approvals(self) -> Any: ...
-
-    @property
-    def approval_wait(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +53,10 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _no_summary(text: str) -> str:
+Summarize = Callable[[Exchange, str], str]
+
+
+def _no_summary(exchange: Exchange, text: str) -> str:
     # Without a masker the prompt never leaves the pod in an approval: the digest still binds it.
     return f"[prompt not shown: {len(text)} characters; masking not configured]"
 
@@ -94,14 +78,12 @@ class ApprovalGate:
         client: ApprovalClient,
         settings: GateSettings | None = None,
         *,
-        summarize: Callable[[str], str] = _no_summary,
-        metrics: ApprovalMetrics | None = None,
+        summarize: Summarize = _no_summary,
         clock: Clock = _utcnow,
     ) -> None:
         self._client = client
         self._settings = settings or GateSettings()
         self._summarize = summarize
-        self._metrics = metrics
         self._clock = clock
 
     async def lookup(self, exchange: Exchange) -> None:
@@ -110,20 +92,13 @@ class ApprovalGate:
         return None
 
     async def gate(self, exchange: Exchange) -> None:
+        # The pipeline stage times the hold and counts outcomes (skillwarden_approvals_total by
+        # exchange.approval.state); the gate keeps the wait on the record too.
         started = time.monotonic()
-        outcome = "error"
         try:
-            outcome = await self._gate(exchange, started)
-        except Rejection as rejection:
-            outcome = _OUTCOMES.get(rejection.cause, "Error")
-            raise
+            await self._gate(exchange, started)
         finally:
-            waited = time.monotonic() - started
-            exchange.timings.approval_wait_s = waited
-            exchange.approval.details["waitedSeconds"] = round(waited, 3)
-            if self._metrics is not None:
-                self._metrics.approvals.labels(state=outcome).inc()
-                self._metrics.approval_wait.observe(waited)
+            exchange.approval.details["waitedSeconds"] = round(time.monotonic() - started, 3)
 
     # -----------------------------------------------------------------------------------------
 
@@ -229,7 +204,7 @@ class ApprovalGate:
             if isinstance(s, dict)
         ]
         prompt = str(request.get("prompt_text") or "")
-        summary = self._summarize(prompt)
+        summary = self._summarize(exchange, prompt)
         if len(summary) > PROMPT_SUMMARY_CHARS:
             summary = summary[:PROMPT_SUMMARY_CHARS] + "…"
         ttl = float(config.get("ttlSeconds", self._settings.default_ttl_seconds))

@@ -19,11 +19,11 @@ from conftest import GROUP, PLURAL, SIDECAR_SA, VERSION, ApprovalsEnv, approvals
 
 from skillwarden_sidecar.approval import ApprovalGate, GateSettings
 from skillwarden_sidecar.approval_client import ApprovalClient, KubeAccess
+from skillwarden_sidecar.approval_hook import masked_summary
 from skillwarden_sidecar.errors import Rejection
-from skillwarden_sidecar.metrics import SidecarMetrics
 from skillwarden_sidecar.pipeline import Decision, Exchange, Identity, Workload
 
-PROMPT = "Build the customer export for Q3 as xlsx"
+PROMPT = "Build the customer export for Q3 as xlsx and mail it to jane.doe@example.com"
 
 
 def make_exchange(
@@ -87,24 +87,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def metrics() -> SidecarMetrics:
-    return SidecarMetrics()
-
-
-@pytest.fixture
-def gate(
-    approvals_env: ApprovalsEnv, session: aiohttp.ClientSession, metrics: SidecarMetrics
-) -> ApprovalGate:
+def gate(approvals_env: ApprovalsEnv, session: aiohttp.ClientSession) -> ApprovalGate:
     return ApprovalGate(
         ApprovalClient(approvals_env.sidecar_access(), session),
-        metrics=metrics,
-        summarize=lambda text: text.replace("customer", "[REDACTED]"),
+        summarize=masked_summary,
     )
 
 
-async def appears(
-    env: ApprovalsEnv, digest: str, count: int = 1, within: float = 10
-) -> list[dict[str, Any]]:
+async def appears(env: ApprovalsEnv, digest: str, count: int = 1, within: float = 10) -> list[dict[str, Any]]:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         found = await asyncio.to_thread(approvals_for, env, digest)
@@ -127,12 +117,8 @@ def error_of(rejection: Rejection) -> dict[str, Any]:
     return error
 
 
-def sample(metrics: SidecarMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
 async def test_held_request_completes_when_approver_approves(
-    approvals_env: ApprovalsEnv, gate: ApprovalGate, metrics: SidecarMetrics
+    approvals_env: ApprovalsEnv, gate: ApprovalGate
 ) -> None:
     exchange = make_exchange(approvals_env, unique_prompt())
     held = asyncio.create_task(gate.gate(exchange))
@@ -140,7 +126,8 @@ async def test_held_request_completes_when_approver_approves(
     spec = approval["spec"]
     assert spec["requester"]["identity"]["sub"] == "requester"
     assert spec["rule"] == "customer-export" and spec["request"]["skillSummary"] == "anthropic:xlsx"
-    assert "customer" not in spec["request"]["promptSummary"]  # the masked summary, not the prompt
+    summary = spec["request"]["promptSummary"]  # masked by the real masker: never the raw prompt
+    assert "jane.doe@example.com" not in summary and summary.startswith("Build the customer export")
     assert not held.done()
     name = approval["metadata"]["name"]
     assert await asyncio.to_thread(review_as, approvals_env, "approver", "approve", name, "Q3 export ok") == 0
@@ -156,8 +143,6 @@ async def test_held_request_completes_when_approver_approves(
         GROUP, VERSION, approvals_env.namespace, PLURAL, name
     )
     assert stored["status"]["state"] == "Used"
-    assert sample(metrics, "skillwarden_approvals_total", state="Approved") == 1
-    assert sample(metrics, "skillwarden_approval_wait_seconds_count") == 1
 
     # The same approval never authorises a second request, even an identical one.
     again = make_exchange(approvals_env, exchange.policy_input["request"]["prompt_text"], hold=0.5)  # type: ignore[index]
@@ -167,7 +152,7 @@ async def test_held_request_completes_when_approver_approves(
 
 
 async def test_pending_retry_edited_prompt_and_identical_retry(
-    approvals_env: ApprovalsEnv, gate: ApprovalGate, metrics: SidecarMetrics
+    approvals_env: ApprovalsEnv, gate: ApprovalGate
 ) -> None:
     prompt = unique_prompt()
     first = make_exchange(approvals_env, prompt, hold=0.5)
@@ -180,7 +165,6 @@ async def test_pending_retry_edited_prompt_and_identical_retry(
     )
     name = error["approval"]["name"]
     assert name in error["message"] and error["approval"]["expiresAt"] in error["message"]
-    assert sample(metrics, "skillwarden_approvals_total", state="Pending") == 1
     assert await asyncio.to_thread(review_as, approvals_env, "approver", "approve", name, "fine") == 0
 
     edited = make_exchange(approvals_env, prompt + " and include home addresses", hold=0.5)
@@ -210,7 +194,7 @@ async def test_concurrent_identical_requests_use_one_approval_once(
 
 
 async def test_denied_request_gets_403_with_the_reason(
-    approvals_env: ApprovalsEnv, gate: ApprovalGate, metrics: SidecarMetrics
+    approvals_env: ApprovalsEnv, gate: ApprovalGate
 ) -> None:
     prompt = unique_prompt()
     exchange = make_exchange(approvals_env, prompt)
@@ -230,7 +214,6 @@ async def test_denied_request_gets_403_with_the_reason(
     again = error_of(await refused(gate.gate(make_exchange(approvals_env, prompt))))
     assert again["code"] == "approval_denied" and time.monotonic() - started < 2
     assert len(approvals_for(approvals_env, gate.digest(exchange))) == 1
-    assert sample(metrics, "skillwarden_approvals_total", state="Denied") == 2
 
 
 async def test_expired_approval_is_refused(approvals_env: ApprovalsEnv, gate: ApprovalGate) -> None:
