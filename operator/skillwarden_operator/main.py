@@ -31,6 +31,7 @@ from skillwarden_operator.state import OperatorState
 
 HANDLER_MODULES = [
     "skillwarden_operator.policy_handlers",
+    "skillwarden_operator.approvals_admission",
 ]
 
 
