@@ -5,10 +5,11 @@ the token; `none` and every HS* are refused before any key is looked up), the to
 selects one configured issuer and only that issuer's JWKS keys are tried, and iss/aud/exp/iat are
 required (nbf honoured) with a bounded leeway. Any failure is a 401 naming the reason.
 
-Anthropic SDKs send credentials as `x-api-key` (api_key) or `Authorization: Bearer` (auth_token).
-An `x-api-key` that is not JWT-shaped is the placeholder an SDK insists on and is ignored; a
-`Bearer` value must be a valid token. Either way the caller's credential never goes upstream
-(`forwarding` builds upstream headers from an allow-list).
+Anthropic SDKs send the credential as `x-api-key` or `Authorization: Bearer` (SDK 2.x sends its
+`api_key` as Bearer). A value that is not JWT-shaped (three dot-separated parts) is the
+placeholder an SDK insists on and is ignored (the caller is the workload); a JWT-shaped value
+must verify, or the request is refused with 401. Either way the caller's credential never goes
+upstream (`forwarding` builds upstream headers from an allow-list).
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ def _looks_like_jwt(value: str) -> bool:
 
 def presented_token(headers: Mapping[str, str]) -> str | None:
     """The caller's bearer token, or None for "no token" (workload identity)."""
+    candidates: list[str] = []
     authorization = headers.get("Authorization")
     if authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise unauthenticated("Authorization header is not 'Bearer <token>'")
-        return value.strip()
-    api_key = headers.get("x-api-key", "").strip()
-    return api_key if _looks_like_jwt(api_key) else None
+        candidates.append(value.strip())
+    candidates.append(headers.get("x-api-key", "").strip())
+    tokens = {c for c in candidates if _looks_like_jwt(c)}
+    if len(tokens) > 1:
+        raise unauthenticated("two different tokens presented (Authorization and x-api-key)")
+    return tokens.pop() if tokens else None
 
 
 class TokenVerifier:
