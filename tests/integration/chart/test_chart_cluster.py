@@ -1,0 +1,285 @@
+"""The rendered chart against the real kube-apiserver: server-side dry-run, a real apply, and the
+operator's RBAC checked as the chart's own ServiceAccount (a TokenRequest token): it can do what
+the operator needs and nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from chart_helpers import render
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from skillwarden_devstack.tools import Binaries
+
+GROUP, VERSION = "skillwarden.io", "v1alpha1"
+RELEASE = "chart-it"
+
+
+def _admin(stack: dict[str, Any]) -> k8s.ApiClient:
+    return k8s_config.new_client_from_config(config_file=stack["kubeconfigs"]["admin"])
+
+
+def _token_client(stack: dict[str, Any], token: str) -> k8s.ApiClient:
+    configuration = k8s.Configuration()
+    configuration.host = stack["apiserver"]
+    configuration.ssl_ca_cert = stack["ca_cert"]
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return k8s.ApiClient(configuration)
+
+
+def _apply(bins: Binaries, stack: dict[str, Any], manifest: str, *extra: str) -> str:
+    result = subprocess.run(
+        [str(bins.kubectl), "--kubeconfig", stack["kubeconfigs"]["admin"], "apply", "--server-side",
+         "--force-conflicts", "--field-manager", "skillwarden-chart-test", *extra, "-f", "-"],
+        input=manifest, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_default_chart_passes_server_side_dry_run(bins: Binaries, stack: dict[str, Any]) -> None:
+    namespace = f"skw-dry-{uuid.uuid4().hex[:6]}"
+    k8s.CoreV1Api(_admin(stack)).create_namespace({"metadata": {"name": namespace}})
+    try:
+        rendered = render(bins, "--include-crds", release="dry", namespace=namespace)
+        out = _apply(bins, stack, rendered.stdout, "--dry-run=server")
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert len(lines) == len(rendered.documents)
+        assert all(line.endswith("(server dry run)") for line in lines), out
+        # dry run: nothing was stored.
+        with pytest.raises(ApiException) as missing:
+            k8s.AppsV1Api(_admin(stack)).read_namespaced_deployment("dry-skillwarden-operator", namespace)
+        assert missing.value.status == 404
+    finally:
+        k8s.CoreV1Api(_admin(stack)).delete_namespace(namespace)
+
+
+@dataclass
+class Installed:
+    stack: dict[str, Any]
+    namespace: str
+    workload_namespace: str
+    documents: list[dict[str, Any]]
+    operator: k8s.ApiClient
+    service_account: str
+
+    def fullname(self, suffix: str) -> str:
+        return f"{RELEASE}-skillwarden-{suffix}"
+
+
+@pytest.fixture(scope="module")
+def installed(bins: Binaries, stack: dict[str, Any]) -> Iterator[Installed]:
+    """The chart applied for real. No operator process answers its webhook Service here, so the
+    SkillPolicy/SkillApproval webhooks are set to Ignore for this install (the pod webhook keeps
+    Fail; nothing here creates pods); everything cluster-wide is removed afterwards."""
+    admin = _admin(stack)
+    core = k8s.CoreV1Api(admin)
+    suffix = uuid.uuid4().hex[:6]
+    namespace, workload = f"skw-chart-{suffix}", f"skw-team-{suffix}"
+    for name in (namespace, workload):
+        core.create_namespace({"metadata": {"name": name}})
+    rendered = render(bins, "--include-crds", "--set", "webhook.skillPolicies.failurePolicy=Ignore",
+                      "--set", "webhook.skillApprovals.failurePolicy=Ignore",
+                      release=RELEASE, namespace=namespace)
+    try:
+        _apply(bins, stack, rendered.stdout)
+        service_account = f"{RELEASE}-skillwarden-operator"
+        token = core.create_namespaced_service_account_token(
+            service_account, namespace, {"spec": {"expirationSeconds": 600}}).status.token
+        yield Installed(stack, namespace, workload, rendered.documents, _token_client(stack, token),
+                        service_account)
+    finally:
+        admission = k8s.AdmissionregistrationV1Api(admin)
+        rbac = k8s.RbacAuthorizationV1Api(admin)
+        for delete, name in (
+            (admission.delete_mutating_webhook_configuration, f"{RELEASE}-skillwarden-mutating"),
+            (admission.delete_validating_webhook_configuration, f"{RELEASE}-skillwarden-validating"),
+            (rbac.delete_cluster_role_binding, f"{RELEASE}-skillwarden-operator"),
+            (rbac.delete_cluster_role, f"{RELEASE}-skillwarden-operator"),
+            (rbac.delete_cluster_role, f"{RELEASE}-skillwarden-sidecar"),
+            (rbac.delete_cluster_role, f"{RELEASE}-skillwarden-approval-reviewer"),
+        ):
+            try:
+                delete(name)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        for name in (namespace, workload):
+            core.delete_namespace(name)
+
+
+def test_every_rendered_object_is_stored_by_the_real_api_server(installed: Installed) -> None:
+    admin = _admin(installed.stack)
+    dynamic_get: dict[str, Callable[[dict[str, Any]], Any]] = {
+        "CustomResourceDefinition": lambda d: k8s.ApiextensionsV1Api(admin).read_custom_resource_definition(
+            d["metadata"]["name"]),
+        "Deployment": lambda d: k8s.AppsV1Api(admin).read_namespaced_deployment(d["metadata"]["name"],
+                                                                               installed.namespace),
+        "MutatingWebhookConfiguration": lambda d: k8s.AdmissionregistrationV1Api(admin)
+        .read_mutating_webhook_configuration(d["metadata"]["name"]),
+        "ValidatingWebhookConfiguration": lambda d: k8s.AdmissionregistrationV1Api(admin)
+        .read_validating_webhook_configuration(d["metadata"]["name"]),
+        "PodDisruptionBudget": lambda d: k8s.PolicyV1Api(admin).read_namespaced_pod_disruption_budget(
+            d["metadata"]["name"], installed.namespace),
+        "ClusterRole": lambda d: k8s.RbacAuthorizationV1Api(admin).read_cluster_role(d["metadata"]["name"]),
+    }
+    checked = 0
+    for document in installed.documents:
+        getter = dynamic_get.get(document["kind"])
+        if getter is not None:
+            stored = getter(document)
+            assert stored.metadata.name == document["metadata"]["name"]
+            checked += 1
+    assert checked >= 7
+    stored_hook = k8s.AdmissionregistrationV1Api(admin).read_mutating_webhook_configuration(
+        installed.fullname("mutating"))
+    pods = next(w for w in stored_hook.webhooks if w.name == "inject.pods.skillwarden.io")
+    assert pods.object_selector.match_labels == {"skillwarden.io/inject": "true"}
+    assert installed.namespace in pods.namespace_selector.match_expressions[0].values
+    assert pods.client_config.service.namespace == installed.namespace
+
+
+def _can(api: k8s.ApiClient, verb: str, resource: str, group: str = "", namespace: str = "",
+         subresource: str = "", name: str = "") -> bool:
+    review = k8s.AuthorizationV1Api(api).create_self_subject_access_review({"spec": {"resourceAttributes": {
+        "verb": verb, "resource": resource, "group": group, "namespace": namespace,
+        "subresource": subresource, "name": name}}})
+    return bool(review.status.allowed)
+
+
+def _forbidden(call: Callable[[], Any]) -> None:
+    with pytest.raises(ApiException) as refused:
+        call()
+    assert refused.value.status == 403, refused.value.body
+
+
+def _policy(namespace: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SkillPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"defaultAction": "deny", "subjects": [{
+                "name": "bots", "serviceAccounts": ["report-bot"],
+                "skills": [{"type": "anthropic", "id": "xlsx"}]}]}}
+
+
+def test_the_operator_account_can_do_what_the_operator_does(installed: Installed) -> None:
+    op = installed.operator
+    custom = k8s.CustomObjectsApi(op)
+    admin_custom = k8s.CustomObjectsApi(_admin(installed.stack))
+    admin_custom.create_namespaced_custom_object(GROUP, VERSION, installed.workload_namespace,
+                                                 "skillpolicies",
+                                                 _policy(installed.workload_namespace, "chart-rbac"))
+    # Watch every namespace's policies (kopf lists, then watches).
+    listed = custom.list_cluster_custom_object(GROUP, VERSION, "skillpolicies")
+    assert "chart-rbac" in [item["metadata"]["name"] for item in listed["items"]]
+    custom.list_cluster_custom_object(GROUP, VERSION, "skillpolicies", watch=True, timeout_seconds=1,
+                                      resource_version=listed["metadata"]["resourceVersion"])
+    # kopf's own finalizer on the object, then the compile result on the status subresource.
+    custom.patch_namespaced_custom_object(GROUP, VERSION, installed.workload_namespace, "skillpolicies",
+                                          "chart-rbac",
+                                          {"metadata": {"finalizers": ["skillwarden.io/operator"]}})
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, installed.workload_namespace, "skillpolicies", "chart-rbac",
+        {"status": {"observedGeneration": 1, "bundleRevision": "sha256:" + "0" * 64}})
+    stored = admin_custom.get_namespaced_custom_object(GROUP, VERSION, installed.workload_namespace,
+                                                       "skillpolicies", "chart-rbac")
+    assert stored["status"]["bundleRevision"] == "sha256:" + "0" * 64
+    custom.patch_namespaced_custom_object(GROUP, VERSION, installed.workload_namespace, "skillpolicies",
+                                          "chart-rbac", {"metadata": {"finalizers": None}})
+    # Approvals: watch, expire (status), annotate.
+    custom.list_cluster_custom_object(GROUP, VERSION, "skillapprovals")
+    for verb in ("get", "list", "watch", "patch"):
+        assert _can(op, verb, "skillapprovals", GROUP, installed.workload_namespace)
+    assert _can(op, "patch", "skillapprovals", GROUP, installed.workload_namespace, subresource="status")
+    # Events about what it did.
+    k8s.CoreV1Api(op).create_namespaced_event(installed.workload_namespace, {
+        "metadata": {"generateName": "chart-rbac-"},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SkillPolicy", "name": "chart-rbac",
+                           "namespace": installed.workload_namespace},
+        "reason": "Compiled", "message": "bundle compiled", "type": "Normal"})
+    # kopf's cluster observation.
+    k8s.CoreV1Api(op).list_namespace(limit=1)
+    k8s.ApiextensionsV1Api(op).list_custom_resource_definition(limit=1)
+    # secret mode: the shared webhook certificate Secret, and the chart's own caBundle.
+    tls = installed.fullname("webhook-tls")
+    core = k8s.CoreV1Api(op)
+    core.create_namespaced_secret(installed.namespace, {
+        "metadata": {"name": tls}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}})
+    secret = core.read_namespaced_secret(tls, installed.namespace)
+    secret.metadata.labels = {"skillwarden.io/rotated": "1"}
+    core.replace_namespaced_secret(tls, installed.namespace, secret)
+    admission = k8s.AdmissionregistrationV1Api(op)
+    hook = admission.read_mutating_webhook_configuration(installed.fullname("mutating"))
+    admission.patch_mutating_webhook_configuration(installed.fullname("mutating"), [
+        {"op": "replace", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": "Y2E="}
+        for i in range(len(hook.webhooks))])
+    admission.patch_validating_webhook_configuration(installed.fullname("validating"), {
+        "metadata": {"annotations": {"skillwarden.io/ca-rotated": "now"}}})
+
+
+def test_the_operator_account_cannot_do_anything_else(installed: Installed) -> None:
+    op = installed.operator
+    core, custom = k8s.CoreV1Api(op), k8s.CustomObjectsApi(op)
+    admin_core = k8s.CoreV1Api(_admin(installed.stack))
+    admin_core.create_namespaced_secret(installed.workload_namespace, {
+        "metadata": {"name": "anthropic-api-key"}, "stringData": {"api-key": "sk-ant-test"}})
+    admin_core.create_namespaced_secret(installed.namespace, {
+        "metadata": {"name": "other"}, "stringData": {"x": "y"}})
+    # No secrets anywhere except its own certificate: not the provider keys, not its neighbours.
+    _forbidden(lambda: core.list_secret_for_all_namespaces())
+    _forbidden(lambda: core.read_namespaced_secret("anthropic-api-key", installed.workload_namespace))
+    _forbidden(lambda: core.list_namespaced_secret(installed.namespace))
+    _forbidden(lambda: core.read_namespaced_secret("other", installed.namespace))
+    _forbidden(lambda: core.delete_namespaced_secret(installed.fullname("webhook-tls"), installed.namespace))
+    # No workloads: it never creates pods (the API server does, with its mutation applied).
+    _forbidden(lambda: core.create_namespaced_pod(installed.workload_namespace, {
+        "metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "x"}]}}, dry_run="All"))
+    _forbidden(lambda: core.list_pod_for_all_namespaces())
+    _forbidden(lambda: k8s.AppsV1Api(op).list_deployment_for_all_namespaces())
+    # Policies are written through GitOps, not by the operator; CRDs are not its to change.
+    _forbidden(lambda: custom.create_namespaced_custom_object(
+        GROUP, VERSION, installed.workload_namespace, "skillpolicies",
+        _policy(installed.workload_namespace, "forged"), dry_run="All"))
+    _forbidden(lambda: custom.delete_namespaced_custom_object(
+        GROUP, VERSION, installed.workload_namespace, "skillpolicies", "chart-rbac", dry_run="All"))
+    _forbidden(lambda: custom.create_namespaced_custom_object(
+        GROUP, VERSION, installed.workload_namespace, "skillapprovals",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SkillApproval", "metadata": {"name": "forged"}},
+        dry_run="All"))
+    _forbidden(lambda: k8s.ApiextensionsV1Api(op).delete_custom_resource_definition(
+        "skillpolicies.skillwarden.io", dry_run="All"))
+    # Only its own webhook configurations, and never new ones.
+    admission = k8s.AdmissionregistrationV1Api(op)
+    _forbidden(lambda: admission.list_mutating_webhook_configuration())
+    _forbidden(lambda: admission.create_mutating_webhook_configuration(
+        {"metadata": {"name": "forged"}, "webhooks": []}, dry_run="All"))
+    assert not _can(op, "patch", "mutatingwebhookconfigurations", "admissionregistration.k8s.io",
+                    name="someone-elses")
+    # No privilege escalation routes.
+    rbac = k8s.RbacAuthorizationV1Api(op)
+    _forbidden(lambda: rbac.create_cluster_role_binding({
+        "metadata": {"name": "forged"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                    "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": installed.service_account,
+                      "namespace": installed.namespace}]}, dry_run="All"))
+    assert not _can(op, "impersonate", "users")
+    assert not _can(op, "create", "serviceaccounts", subresource="token",
+                    namespace=installed.workload_namespace, name="default")
+    assert not _can(op, "delete", "namespaces")
+
+
+def test_the_cluster_role_grants_only_the_rules_docs_helm_md_lists(installed: Installed) -> None:
+    role = next(d for d in installed.documents
+                if d["kind"] == "ClusterRole" and d["metadata"]["name"] == installed.fullname("operator"))
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert not any(verb in {"*", "delete", "deletecollection", "create"} and resource != "events"
+                   for _, resource, verb in granted), yaml.safe_dump(role["rules"])
+    assert not any("*" in (group, resource) for group, resource, _ in granted)
+    assert not any(resource in {"secrets", "pods", "configmaps"} for _, resource, _ in granted)
