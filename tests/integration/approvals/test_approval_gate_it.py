@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import GROUP, PLURAL, SIDECAR_SA, VERSION, ApprovalsEnv, approvals_for, review_as
+from approvals_helpers import GROUP, PLURAL, SIDECAR_SA, VERSION, ApprovalsEnv, approvals_for, review_as
 
 from skillwarden_sidecar.approval import ApprovalGate, GateSettings
 from skillwarden_sidecar.approval_client import ApprovalClient, KubeAccess

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import GROUP, PLURAL, VERSION, ApprovalsEnv, approval_body, random_digest
+from approvals_helpers import GROUP, PLURAL, VERSION, ApprovalsEnv, approval_body, random_digest
 from kubernetes.client.exceptions import ApiException
 
 from skillwarden_cli.main import main as cli_main
