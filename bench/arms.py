@@ -12,6 +12,7 @@ children), so a proxy's helpers (skillwarden's OPA, LiteLLM's workers) count aga
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -105,6 +106,8 @@ class Arm:
     headers: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    extra_pids: list[int] = field(default_factory=list)  # helpers outside the SUT (e.g. S3)
+    wiring: dict[str, str] = field(default_factory=dict)
 
     def pids(self) -> list[int]:
         found: list[int] = []
@@ -145,6 +148,10 @@ class Arm:
                 proc.wait()
         self.procs.clear()
         self.labels.clear()
+        for pid in self.extra_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        self.extra_pids.clear()
 
 
 def direct(upstream: str) -> Arm:

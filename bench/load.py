@@ -1,9 +1,10 @@
 """Load generators: `wrk` for throughput, an aiohttp client for streaming time-to-first-token.
 
 Both run on the generator core (core 0), never on the core of the system under test.
-`wrk` (C, epoll) costs ~5 µs of CPU per request against ~120 µs for an aiohttp client loop
-(measured by `python bench/run.py --generator-cost`), so wrk drives the throughput arms and the
-Python client only measures latency at modest rates, where its own cost does not saturate core 0.
+`wrk` (C, epoll) costs ~10 µs of CPU per request against ~73 µs for an aiohttp client loop
+(uvloop; both measured against the fake upstream at c=16, docs/performance.md), so wrk drives
+the throughput arms and the Python client only measures streaming latency at modest rates, where
+its own cost does not saturate core 0.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class WrkResult:
     errors: int
     non_2xx: int
     generator_cpu_s: float
+    statuses: dict[str, int] = field(default_factory=dict)
+    first_error_body: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +79,31 @@ def parse_wrk(output: str, generator_cpu_s: float) -> WrkResult:
         errors=sum(int(socket.group(i)) for i in (1, 4)) if socket else 0,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         generator_cpu_s=generator_cpu_s,
+        statuses={code: int(count) for code, count in re.findall(r"^STATUS (\d+) (\d+)$", output, re.M)},
+        first_error_body=(re.findall(r"^FIRSTBODY (.*)$", output, re.M) or [""])[0],
     )
+
+
+# Which non-2xx statuses came back, and the first such body: a fast error path is not throughput,
+# and the reason (e.g. a fail-closed policy timeout) belongs in the results.
+STATUS_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {}; first_body = "" end
+function response(status, headers, body)
+  if status >= 300 then
+    statuses[status] = (statuses[status] or 0) + 1
+    if first_body == "" then first_body = string.sub(body, 1, 300) end
+  end
+end
+function done(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    for code, count in pairs(t:get("statuses")) do io.write(string.format("STATUS %d %d\\n", code, count)) end
+    local b = t:get("first_body")
+    if b ~= "" then io.write("FIRSTBODY " .. string.gsub(b, "\\n", " ") .. "\\n") end
+  end
+end
+"""
 
 
 def wrk_binary() -> str:
@@ -90,6 +117,7 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, se
             timeout_s: float = 10.0) -> WrkResult:
     lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(body.decode())}"]
     lines += [f"wrk.headers[ {lua_string(k)} ] = {lua_string(v)}" for k, v in headers.items()]
+    lines.append(STATUS_LUA)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

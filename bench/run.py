@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +87,8 @@ class Bench:
             out["cpu_ms_per_request"] = cpu * 1000 / result.requests if result.requests else None
             out["sut_core_utilisation"] = cpu / result.seconds if result.seconds else None
         if result.non_2xx or result.errors:
-            out["warning"] = f"{result.non_2xx} non-2xx, {result.errors} socket errors"
+            out["warning"] = (f"{result.non_2xx} non-2xx {result.statuses}, {result.errors} socket "
+                              f"errors; first: {result.first_error_body[:200]}")
             print(f"  WARNING {arm.name}: {out['warning']}", flush=True)
         return out
 
@@ -255,6 +258,22 @@ def decision_growth(work: Path, seconds: float) -> dict[str, Any]:
     return sw_arm.decision_growth(work, seconds)
 
 
+def check_arm(arm: arms_mod.Arm) -> None:
+    """One serial request per arm and profile before load: a misconfigured arm (a policy that
+    denies, a wrong key) must stop the run, not be measured as a fast error path."""
+    for body in (request_body(), request_body(model=SHORT, stream=True, max_tokens=2)):
+        request = urllib.request.Request(arm.url + "/v1/messages", data=body, method="POST",
+                                         headers={"content-type": "application/json", **arm.headers})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = response.read()
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"{arm.name} refused the bench request: {error.code} "
+                               f"{error.read()[:500]!r}") from None
+        if b"msg_bench01" not in answer:
+            raise RuntimeError(f"{arm.name} answered something else: {answer[:300]!r}")
+
+
 def markdown(doc: dict[str, Any]) -> str:
     summary = doc["summary"]
     names = list(summary)
@@ -301,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     names = [n for n in (args.arms or ("floor,skillwarden" if quick else
                                        "direct,floor,skillwarden,litellm")).split(",") if n]
-    rounds = args.rounds or (1 if quick else 3)
+    rounds = args.rounds or (2 if quick else 3)
     seconds = args.seconds or 2.0
     out_path = args.out or RESULTS / ("quick.json" if quick else "full.json")
     pinned = pin_self()
@@ -319,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench = Bench(running, seconds)
                 idle: dict[str, float] = {}
                 for arm in running:  # warm up caches, pools and JITs before anything counts
+                    check_arm(arm)
                     bench.wrk(arm, request_body(), 16, 1.0)
                     if arm.pids():
                         idle[arm.name] = arms_mod.memory_kib(arm.pids(), "VmRSS") / 1024
@@ -330,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                         summary[arm.name]["rss_idle_mib"] = idle[arm.name]
                         summary[arm.name]["rss_peak_mib"] = arms_mod.memory_kib(arm.pids(), "VmHWM") / 1024
                         summary[arm.name]["processes"] = arm.describe()
+                    if arm.wiring:
+                        summary[arm.name]["wiring"] = arm.wiring
             finally:
                 for arm in running:
                     arm.stop()
