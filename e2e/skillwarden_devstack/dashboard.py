@@ -240,6 +240,14 @@ def alert_exprs() -> list[str]:
     return [alert.expr for alert in ALERTS]
 
 
+def all_exprs() -> list[tuple[str, str]]:
+    """(where, query Prometheus can run) for every panel query and alert expression: what the
+    demo's checks evaluate against the stack's Prometheus."""
+    panels = [(f"panel {panel.title!r}", concrete(query.expr))
+              for row in ROWS for panel in row.panels for query in panel.queries]
+    return panels + [(f"alert {alert.name}", alert.expr) for alert in ALERTS]
+
+
 def concrete(expr: str) -> str:
     """The query as Prometheus itself can run it: Grafana variables replaced by stand-ins."""
     for variable in sorted(VARIABLE_STAND_INS, key=len, reverse=True):
