@@ -83,9 +83,9 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         E.EMAIL_ADDRESS,
-        r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b",
+        r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[\pL\pN-]+(?:\.[\pL\pN-]+)*\.(?:[A-Za-z]{2,24}|\pL{2,24})\b",
         V.email,
-        charset=r"[A-Za-z0-9._%+@-]",
+        charset=r"[A-Za-z0-9._%+@\pL\pN-]",
         max_len=64 + 1 + 253,
         normalize="lower",
     ),
@@ -99,9 +99,9 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         E.CREDIT_CARD,
-        r"[0-9](?:[ -]?[0-9]){12,18}",
+        r"[0-9](?:[ .-]?[0-9]){12,18}",
         V.credit_card,
-        charset=r"[0-9 -]",
+        charset=r"[0-9 .-]",
         max_len=23,
         normalize="digits",
     ),
@@ -115,7 +115,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         E.PHONE_NUMBER,
-        r"\+[1-9][0-9]{0,2}(?:[ -]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){2,6}"
+        r"(?:\+|00)[1-9][0-9]{0,2}(?:[ -]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){2,6}"
         r"|(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}",
         V.phone,
         charset=r"[0-9 ().+-]",

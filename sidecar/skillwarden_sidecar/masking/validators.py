@@ -20,7 +20,7 @@ _DIGITS = frozenset(b"0123456789")
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _WORD = _ALNUM | {ord("_")}
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
-_SEPARATORS = frozenset(b" -")
+_SEPARATORS = frozenset(b" .-")
 
 
 def _before(buf: bytes, start: int) -> int:
@@ -64,7 +64,7 @@ def credit_card(buf: bytes, start: int, end: int) -> bool:
         return False
     if value != digits:
         # Grouped cards come as 4-4-4-4(-3), 4-6-5 (Amex) or 4-6-4 (Diners).
-        groups = [len(g) for g in value.replace("-", " ").split(" ")]
+        groups = [len(g) for g in value.replace("-", " ").replace(".", " ").split(" ")]
         if groups not in ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4]):
             return False
     return luhn_ok(digits)
@@ -126,14 +126,18 @@ def phone(buf: bytes, start: int, end: int) -> bool:
         return False
     if _after(buf, end) in _DIGITS:
         return False
+    if start > 1 and buf[start - 1] in _SEPARATORS and buf[start - 2] in _DIGITS:
+        return False  # the tail of a longer digit run (an IBAN, an account number ...)
     value = buf[start:end].decode("ascii")
     digits = "".join(c for c in value if c.isdigit())
     rest = value.split(") ", 1)[-1] if value.startswith("(") else value
     separators = {c for c in rest if c in " .-"}
-    if len(separators) > 1 and not (value.startswith("+") and separators <= {" ", "-"}):
+    if len(separators) > 1 and not (value.startswith(("+", "00")) and separators <= {" ", "-"}):
         return False
     if value.startswith("+"):
         return 8 <= len(digits) <= 15
+    if value.startswith("00"):
+        return 10 <= len(digits) <= 17  # "00" replaces "+" in many countries
     # North American numbers: area and exchange codes never start with 0 or 1.
     return len(digits) == 10 and digits[0] not in "01" and digits[3] not in "01"
 
@@ -171,7 +175,7 @@ def ipv6(buf: bytes, start: int, end: int) -> bool:
 def email(buf: bytes, start: int, end: int) -> bool:
     if _before(buf, start) in _WORD | {ord("."), ord("+"), ord("-"), ord("%")}:
         return False
-    value = buf[start:end].decode("ascii")
+    value = buf[start:end].decode("utf-8")
     local, _, domain = value.rpartition("@")
     if not 1 <= len(local) <= 64 or len(domain) > 253:
         return False
@@ -206,7 +210,9 @@ def token(buf: bytes, start: int, end: int) -> bool:
         return False
     value = buf[start:end]
     if value.startswith(b"sk-") and not value.startswith(b"sk-ant-"):
-        body = value.rsplit(b"-", 1)[-1] if value.count(b"-") > 1 else value[3:]
+        body = value[3:]
+        for kind in (b"proj-", b"svcacct-", b"admin-"):
+            body = body.removeprefix(kind)
         # OpenAI keys are random: demand digits and both cases so "sk-some-long-slug" is not a key.
         has = (any(c in _DIGITS for c in body), any(65 <= c <= 90 for c in body),
                any(97 <= c <= 122 for c in body))  # fmt: skip
