@@ -29,6 +29,7 @@ DECISIONS = (APPROVE, DENY)
 # Fields of a review that only the admission webhook may write.
 STAMPED_REVIEW_FIELDS = ("reviewer", "groups", "time")
 CLIENT_REVIEW_FIELDS = frozenset({"decision", "reason"})
+ALL_REVIEW_FIELDS = CLIENT_REVIEW_FIELDS | frozenset(STAMPED_REVIEW_FIELDS)
 MAX_REASON_CHARS = 1024
 DIGEST_LABEL = "skillwarden.io/request-digest"
 # A label value holds at most 63 characters: the label narrows the list, spec.requestDigest decides.
@@ -188,12 +189,20 @@ def validate_new_spec(spec: Mapping[str, Any], now: dt.datetime, max_ttl: dt.tim
         raise ApprovalRuleError("spec.approvers names no groups or users: nobody could approve this")
 
 
-def _clean_review(review: Mapping[str, Any], index: int) -> tuple[str, str]:
-    forged = sorted(set(review) - CLIENT_REVIEW_FIELDS)
-    if forged:
+def _clean_review(review: Mapping[str, Any], index: int, user: UserInfo) -> tuple[str, str]:
+    """Only decision and reason come from the client. Stamped fields are refused unless they
+    already say exactly what the server would write (so a second instance of this webhook, e.g.
+    during a rollout, accepts what the first stamped); `time` is always rewritten."""
+    unknown = sorted(set(review) - ALL_REVIEW_FIELDS)
+    forged = [
+        key
+        for key, server_value in (("reviewer", user.username), ("groups", sorted(user.groups)))
+        if key in review and review[key] != server_value
+    ]
+    if unknown or forged:
         raise ApprovalRuleError(
-            f"status.reviews[{index}]: {', '.join(forged)} may not be set by a client; the reviewer "
-            "is taken from your Kubernetes identity"
+            f"status.reviews[{index}]: {', '.join(unknown + forged)} may not be set by a client; the "
+            "reviewer is taken from your Kubernetes identity"
         )
     decision, reason = review.get("decision"), review.get("reason")
     if decision not in DECISIONS:
@@ -260,7 +269,7 @@ def _add_review(
     old_state: str,
 ) -> dict[str, Any]:
     spec = spec_of(old)
-    decision, reason = _clean_review(review, len(old_reviews))
+    decision, reason = _clean_review(review, len(old_reviews), user)
     if old_state == EXPIRED:
         raise ApprovalRuleError(f"approval expired at {spec.get('expiresAt')}; decisions are refused")
     if old_state != PENDING:

@@ -152,9 +152,7 @@ async def test_outsider_is_refused_by_rbac(
     assert raised.value.status == 403
 
 
-@pytest.mark.parametrize(
-    "forged", [{"reviewer": "approver2"}, {"groups": ["system:masters"]}, {"time": "2020-01-01T00:00:00Z"}]
-)
+@pytest.mark.parametrize("forged", [{"reviewer": "approver2"}, {"groups": ["system:masters"]}])
 async def test_reviewer_fields_cannot_be_forged(
     approvals_env: ApprovalsEnv, sidecar: ApprovalClient, forged: dict[str, Any]
 ) -> None:
@@ -172,6 +170,25 @@ async def test_reviewer_fields_cannot_be_forged(
     assert raised.value.status == 403
     assert "may not be set by a client" in str(raised.value.body)
     assert "reviews" not in read(approvals_env, name).get("status", {})
+
+
+async def test_a_client_supplied_time_is_replaced_by_server_time(
+    approvals_env: ApprovalsEnv, sidecar: ApprovalClient
+) -> None:
+    name = await create(approvals_env, sidecar)
+    approvals_env.api("approver").patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        approvals_env.namespace,
+        PLURAL,
+        name,
+        {"status": {"reviews": [{"decision": "Approve", "reason": "ok", "time": "2020-01-01T00:00:00Z"}]}},
+        _content_type="application/merge-patch+json",
+    )
+    [entry] = read(approvals_env, name)["status"]["reviews"]
+    stamped = dt.datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+    assert abs((dt.datetime.now(dt.UTC) - stamped).total_seconds()) < 60
+    assert entry["reviewer"] == "approver"
 
 
 async def test_non_approver_with_rbac_is_refused_and_state_cannot_be_set_directly(
