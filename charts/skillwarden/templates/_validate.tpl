@@ -34,9 +34,8 @@ Included once, from deployment.yaml, so `helm template|install|lint` all stop on
 {{- if ge (int $v.certificates.rotateBeforeDays) (int $v.certificates.validityDays) -}}
 {{- fail (printf "certificates.rotateBeforeDays=%d must be below certificates.validityDays=%d, or the certificate is rotated continuously" (int $v.certificates.rotateBeforeDays) (int $v.certificates.validityDays)) -}}
 {{- end -}}
-{{- $ports := list (int $v.operator.ports.webhook) (int $v.operator.ports.bundles) (int $v.operator.ports.metrics) (int $v.operator.ports.health) -}}
-{{- if ne (len ($ports | uniq)) 4 -}}
-{{- fail (printf "operator.ports must be four distinct ports, got webhook=%d bundles=%d metrics=%d health=%d" (int $v.operator.ports.webhook) (int $v.operator.ports.bundles) (int $v.operator.ports.metrics) (int $v.operator.ports.health)) -}}
+{{- if eq (int $v.operator.ports.webhook) (int $v.operator.ports.http) -}}
+{{- fail (printf "operator.ports.webhook and operator.ports.http are both %d: the webhook (HTTPS) and the bundle/metrics service (HTTP) need their own ports" (int $v.operator.ports.http)) -}}
 {{- end -}}
 {{- if eq (int $v.sidecar.port) (int $v.sidecar.metricsPort) -}}
 {{- fail "sidecar.port and sidecar.metricsPort must differ: app traffic and /metrics are separate listeners" -}}

@@ -42,7 +42,7 @@ def test_default_render_has_the_operator_and_its_admission_wiring(bins: Binaries
     assert out.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
     services = [d for d in out.documents if d["kind"] == "Service"]
     ports = {p["port"]: p["targetPort"] for s in services for p in s["spec"]["ports"]}
-    assert ports[443] == "webhook" and ports[80] == "bundles"
+    assert ports[443] == "webhook" and ports[80] == "http" and ports[8080] == "http"
 
 
 def test_pod_webhook_only_sees_opted_in_pods_outside_system_namespaces(bins: Binaries) -> None:
@@ -146,8 +146,8 @@ BAD_VALUES: list[tuple[tuple[str, ...], str]] = [
       "--set", "webhook.managed=true"), "use webhook.managed=false"),
     ((*_KEY, "--set", "operator.replicas=1"), "blocks every node drain"),
     ((*_KEY, "--set", "opa.pollMinSeconds=60"), "opa.pollMinSeconds=60 is above opa.pollMaxSeconds=15"),
-    ((*_KEY, "--set", "operator.ports.metrics=9443"), "four distinct ports"),
-    ((*_KEY, "--set", "sidecar.metricsPort=8787"), "sidecar.port and sidecar.metricsPort must differ"),
+    ((*_KEY, "--set", "operator.ports.http=9443"), "need their own ports"),
+    ((*_KEY, "--set", "sidecar.metricsPort=8790"), "sidecar.port and sidecar.metricsPort must differ"),
     ((*_KEY, "--set", "certificates.rotateBeforeDays=400"), "must be below certificates.validityDays"),
     ((*_KEY, "--set", "webhook.pods.timeoutSeconds=60"), "/webhook/pods/timeoutSeconds"),
     ((*_KEY, "--set", "webhook.pods.failurePolicy=fail"), "/webhook/pods/failurePolicy"),
