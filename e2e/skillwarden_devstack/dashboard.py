@@ -114,14 +114,16 @@ ROWS: tuple[RowSpec, ...] = (
                       "{{entity}} {{direction}}"),), unit="short", width=24, stacked=True),
     )),
     RowSpec("Approvals", (
-        PanelSpec("Approval outcomes", "Held requests by final approval state.",
+        PanelSpec("Approval outcomes", "Held requests by approval outcome (Used = approved and "
+                  "forwarded; Pending = hold time ran out before a review).",
                   (_q(f"sum by (state) (increase(skillwarden_approvals_total{{{_NS}}}[$__range]))",
                       "{{state}}"),), kind="stat", width=8),
         PanelSpec("Approval latency", "How long requests were held waiting for a human decision.",
                   _quantiles("skillwarden_approval_wait_seconds", _NS, "", "wait"), unit="s", width=8),
-        PanelSpec("Pending approvals", "SkillApprovals waiting for a reviewer, by namespace.",
-                  (_q(f"sum by (namespace) (skillwarden_approvals_pending{{{_NS}}})",
-                      "{{namespace}}"),), width=8),
+        PanelSpec("Approvals requested by namespace and skill", "Requests that asked for a human decision.",
+                  (_q("sum by (namespace, skill) (rate(skillwarden_requests_total"
+                      f'{{decision="require_approval",{_REQ}}}[$__rate_interval]))',
+                      "{{namespace}} {{skill}}"),), unit="reqps", width=8),
     )),
     RowSpec("Latency", (
         PanelSpec("Sidecar added latency", "Time the sidecar adds before the upstream answer starts "
@@ -149,25 +151,38 @@ ROWS: tuple[RowSpec, ...] = (
                   unit="bytes", width=8),
     )),
     RowSpec("Policies and bundles", (
-        PanelSpec("Policies by state", "SkillPolicies by Ready state, per namespace.",
-                  (_q(f"sum by (namespace, state) (skillwarden_policies{{{_NS}}})",
+        PanelSpec("Policies by state", "SkillPolicies per namespace: ready, or invalid (rejected from "
+                  "the bundle; see the policy's Ready condition).",
+                  (_q(f"sum by (namespace, state) (skillwarden_operator_policies{{{_NS}}})",
                       "{{namespace}} {{state}}"),), width=8),
-        PanelSpec("Bundle compile time", "Time to compile a namespace's policies into a bundle.",
-                  _quantiles("skillwarden_policy_compile_seconds", _NS, "", "compile"), unit="s", width=8),
-        PanelSpec("Bundle requests", "Bundle downloads from OPA by HTTP status (304 = unchanged).",
-                  (_q(f"sum by (code) (rate(skillwarden_bundle_requests_total{{{_NS}}}[$__rate_interval]))",
-                      "{{code}}"),), unit="reqps", width=8),
-        PanelSpec("Served bundle revisions", "The bundle revision each namespace's sidecars get.",
-                  (_q(f"max by (namespace, revision) (skillwarden_bundle_info{{{_NS}}})", ""),),
-                  kind="table", width=24),
+        PanelSpec("Bundle compile time", "Time to compile a namespace's policies into a bundle, and "
+                  "compilations by result.",
+                  (*_quantiles("skillwarden_operator_compile_duration_seconds", "", "", "compile"),),
+                  unit="s", width=8),
+        PanelSpec("Bundle requests", "Bundle downloads by OPA, by namespace and HTTP status "
+                  "(304 = unchanged, 404 = no policies).",
+                  (_q("sum by (namespace, code) "
+                      f"(rate(skillwarden_operator_bundle_requests_total{{{_NS}}}[$__rate_interval]))",
+                      "{{namespace}} {{code}}"),), unit="reqps", width=8),
+        PanelSpec("Served bundle revisions", "The bundle revision and size each namespace's sidecars get.",
+                  (_q(f"max by (namespace, revision) (skillwarden_operator_bundle_info{{{_NS}}})", ""),
+                   _q(f"max by (namespace) (skillwarden_operator_bundle_size_bytes{{{_NS}}})", "")),
+                  kind="table", width=16),
+        PanelSpec("Compilations by result", "Namespace compilations (failure: some policy was invalid).",
+                  (_q("sum by (result) (increase(skillwarden_operator_compilations_total[$__range]))",
+                      "{{result}}"),), kind="stat", width=8),
     )),
     RowSpec("Injection and admission", (
-        PanelSpec("Injections by result", "Pods injected, skipped (with reason) or failed by the webhook.",
-                  (_q(f"sum by (result, reason) (increase(skillwarden_injections_total{{{_NS}}}[$__range]))",
-                      "{{result}} {{reason}}"),), width=12),
-        PanelSpec("Admission webhook errors", "Admission requests the operator failed to answer.",
-                  (_q("sum by (webhook) (rate(skillwarden_webhook_errors_total[$__rate_interval]))",
-                      "{{webhook}}"),), unit="reqps", width=12),
+        PanelSpec("Injections by result", "Pods injected, skipped (with reason), denied or failed by the "
+                  "webhook.",
+                  (_q("sum by (namespace, result, reason) "
+                      f"(increase(skillwarden_injections_total{{{_NS}}}[$__range]))",
+                      "{{namespace}} {{result}} {{reason}}"),), width=12),
+        PanelSpec("SkillPolicy admission", "SkillPolicy admission reviews by result (denied = a policy "
+                  "was rejected with the field named).",
+                  (_q("sum by (result) "
+                      "(rate(skillwarden_operator_admission_reviews_total[$__rate_interval]))",
+                      "{{result}}"),), unit="reqps", width=12),
     )),
 )
 
@@ -207,10 +222,10 @@ ALERTS: tuple[AlertSpec, ...] = (
               "{{ $labels.namespace }}/{{ $labels.pod }} denied requests because OPA had no loaded bundle or "
               "did not answer. Check the operator's bundle service and the opa container."),
     AlertSpec("SkillwardenPolicyNotReady",
-              'sum by (namespace) (skillwarden_policies{state!="Ready"}) > 0',
-              "10m", "warning", "SkillPolicies fail to compile; sidecars keep the last good bundle",
-              "{{ $value }} SkillPolicies in {{ $labels.namespace }} are not Ready, so the served bundle no "
-              "longer matches Git. See `kubectl get skp -n {{ $labels.namespace }}`."),
+              'sum by (namespace) (skillwarden_operator_policies{state="invalid"}) > 0',
+              "10m", "warning", "SkillPolicies are invalid; the bundle leaves them out",
+              "{{ $value }} SkillPolicies in {{ $labels.namespace }} are invalid and not in the served "
+              "bundle, so enforcement no longer matches Git. See `kubectl get skp -n {{ $labels.namespace }}`."),
     AlertSpec("SkillwardenDenySpike",
               'sum by (namespace) (rate(skillwarden_requests_total{decision="deny"}[10m])) > 0.1 and '
               'sum by (namespace) (rate(skillwarden_requests_total{decision="deny"}[10m])) '
@@ -219,10 +234,10 @@ ALERTS: tuple[AlertSpec, ...] = (
               "Denials in {{ $labels.namespace }} are more than three times the previous hour's rate: a "
               "misbehaving workload, or a policy change that blocks legitimate use."),
     AlertSpec("SkillwardenWebhookErrors",
-              "sum by (webhook) (rate(skillwarden_webhook_errors_total[5m])) > 0",
-              "5m", "critical", "The admission webhook is failing",
-              "The {{ $labels.webhook }} webhook returned errors for 5 minutes; with failurePolicy=Fail, "
-              "opted-in pods and policy changes are refused."),
+              'sum by (namespace) (increase(skillwarden_injections_total{result="failed"}[5m])) > 0',
+              "0m", "critical", "The injection webhook is failing",
+              "The injection webhook failed for pods in {{ $labels.namespace }}; with failurePolicy=Fail "
+              "those pods are not created. See the operator's log and the pods' owner Events."),
     AlertSpec("SkillwardenApprovalsExpiringUnreviewed",
               'sum by (namespace) (increase(skillwarden_approvals_total{state="Expired"}[1h])) > 0',
               "0m", "warning", "Approval requests expired without a review",
