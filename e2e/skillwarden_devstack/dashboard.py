@@ -225,7 +225,8 @@ ALERTS: tuple[AlertSpec, ...] = (
               'sum by (namespace) (skillwarden_operator_policies{state="invalid"}) > 0',
               "10m", "warning", "SkillPolicies are invalid; the bundle leaves them out",
               "{{ $value }} SkillPolicies in {{ $labels.namespace }} are invalid and not in the served "
-              "bundle, so enforcement no longer matches Git. See `kubectl get skp -n {{ $labels.namespace }}`."),
+              "bundle, so enforcement no longer matches Git. "
+              "See `kubectl get skp -n {{ $labels.namespace }}`."),
     AlertSpec("SkillwardenDenySpike",
               'sum by (namespace) (rate(skillwarden_requests_total{decision="deny"}[10m])) > 0.1 and '
               'sum by (namespace) (rate(skillwarden_requests_total{decision="deny"}[10m])) '
