@@ -1,0 +1,88 @@
+"""One spool/S3 line: a record wrapped in its chain position, and how it is hashed.
+
+A line is the RFC 8785 canonical form of `{"entry": E, "hash": H}` where `H` is the SHA-256 of the
+canonical form of `E`. Because `"entry"` sorts before `"hash"`, the line is built from the
+canonical bytes of `E` once (no second canonicalisation on the hot path) and is itself canonical
+JSON, so a verifier can re-derive every hash from the stored bytes alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+ENTRY_VERSION = 1
+GENESIS_HASH = "0" * 64
+KINDS = ("stream_start", "request", "response")
+
+
+def canonical(value: Any) -> bytes:
+    return bytes(rfc8785.dumps(value))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339, UTC, microseconds: sortable as text and exact to compare."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class EncodedEntry:
+    seq: int
+    hash: str
+    line: bytes  # canonical JSON + "\n"
+
+
+def encode_entry(stream: str, seq: int, prev: str, kind: str, moment: datetime,
+                 record: dict[str, Any]) -> EncodedEntry:
+    body = canonical({"v": ENTRY_VERSION, "stream": stream, "seq": seq, "prev": prev, "kind": kind,
+                      "time": timestamp(moment), "record": record})
+    digest = sha256_hex(body)
+    return EncodedEntry(seq, digest, b'{"entry":' + body + b',"hash":"' + digest.encode() + b'"}\n')
+
+
+class MalformedEntry(ValueError):
+    """A line that is not a well-formed entry (bad JSON, missing fields)."""
+
+
+@dataclass(frozen=True)
+class DecodedEntry:
+    entry: dict[str, Any]
+    stored_hash: str
+    computed_hash: str
+
+    @property
+    def seq(self) -> int:
+        return int(self.entry["seq"])
+
+    @property
+    def intact(self) -> bool:
+        return self.stored_hash == self.computed_hash
+
+
+def decode_line(line: bytes) -> DecodedEntry:
+    try:
+        outer = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedEntry(f"not JSON: {error}") from None
+    if not isinstance(outer, dict) or set(outer) != {"entry", "hash"}:
+        raise MalformedEntry("expected an object with exactly 'entry' and 'hash'")
+    entry, stored = outer["entry"], outer["hash"]
+    if not isinstance(entry, dict) or not isinstance(stored, str):
+        raise MalformedEntry("'entry' must be an object and 'hash' a string")
+    for field, kind in (("seq", int), ("prev", str), ("stream", str), ("kind", str), ("time", str)):
+        if not isinstance(entry.get(field), kind):
+            raise MalformedEntry(f"entry field {field!r} missing or not {kind.__name__}")
+    return DecodedEntry(entry, stored, sha256_hex(canonical(entry)))

@@ -1,0 +1,331 @@
+"""The recorder: the sidecar's one object for evidence.
+
+    recorder = Recorder(RecorderConfig(...))
+    await recorder.start()              # checks the bucket, recovers the spool, opens a stream
+    recorder.admit()                    # raises RecordingUnavailable: refuse the request
+    seq = await recorder.append("request", record)   # durable (fsync) when it returns
+    ... forward upstream ...
+    await recorder.append("response", record)
+    await recorder.close()              # final signed digest, last shipping pass
+
+Appends are group-committed: every append that arrives while an fsync is in flight is written
+and synced together by the next one, so the cost per request stays near one fsync however many
+requests are concurrent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from skillwarden_sidecar.recording import layout
+from skillwarden_sidecar.recording.config import RecorderConfig, RecorderConfigError, RecordingUnavailable
+from skillwarden_sidecar.recording.digest import SealedObject, build_digest
+from skillwarden_sidecar.recording.entry import GENESIS_HASH, EncodedEntry, encode_entry
+from skillwarden_sidecar.recording.keys import SigningKeyError, key_id, load_or_create_signing_key, public_pem
+from skillwarden_sidecar.recording.metrics import (
+    DIGESTS_SIGNED,
+    RECORDING_AVAILABLE,
+    RECORDS_FAILED,
+    RECORDS_SPOOLED,
+    SPOOL_BYTES,
+    SPOOL_OLDEST_AGE,
+)
+from skillwarden_sidecar.recording.s3store import check_bucket, make_client, put_immutable
+from skillwarden_sidecar.recording.shipper import Shipper
+from skillwarden_sidecar.recording.spool import Recovered, SegmentWriter, Spool, recover_stream
+
+log = logging.getLogger("skillwarden.recording")
+
+RECORDER_VERSION = "skillwarden-recorder/1"
+APPEND_KINDS = ("request", "response")
+
+
+class Recorder:
+    def __init__(self, config: RecorderConfig) -> None:
+        self.config = config
+        self.stream_id = ""
+        self.key_id = ""
+        self._started = False
+        self._closing = False
+        self._broken: str | None = None
+        self._seq = 0
+        self._head = GENESIS_HASH
+        self._durable_seq = 0
+        self._durable_hash = GENESIS_HASH
+        self._pending: list[tuple[EncodedEntry, asyncio.Future[int], datetime]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._io_lock = asyncio.Lock()
+        self._sealed_since_digest: list[SealedObject] = []
+        self._digest_number = 0
+        self._digest_hash: str | None = None
+        self._last_digest_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_warning = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        self._spool = Spool(config.spool_dir)
+        assert config.signing_key_file is not None
+        try:
+            self._key = load_or_create_signing_key(config.signing_key_file)
+        except (SigningKeyError, OSError) as error:
+            raise RecorderConfigError(f"signing key: {error}") from None
+        self.key_id = key_id(self._key.public_key())
+        self._client = make_client(config.endpoint_url, config.region, config.access_key, config.secret_key,
+                                   config.s3_connect_timeout_s, config.s3_read_timeout_s)
+        offset = timedelta(0)
+        if config.check_bucket:
+            offset = await asyncio.to_thread(
+                check_bucket, self._client, config.bucket, config.lock_mode, config.retention_days,
+                config.require_bucket_default_retention, config.clock(), config.max_clock_skew_s)
+        await self._publish_key(offset)
+        link = await asyncio.to_thread(self._recover)
+        self._shipper = Shipper(self._spool, self._client, config, offset)
+        started = config.clock()
+        self.stream_id = layout.new_stream_id(config.namespace, config.pod, started)
+        self._shipper.live_stream = self.stream_id
+        self._writer = SegmentWriter(self._spool, self.stream_id)
+        self._started = True
+        self._last_digest_at = time.monotonic()
+        await self._append("stream_start", {
+            "namespace": config.namespace, "pod": config.pod, "key_id": self.key_id,
+            "recorder": RECORDER_VERSION, "prev_stream": link,
+            "retention": {"mode": config.lock_mode, "days": config.retention_days},
+            "digest_interval_s": config.digest_interval_s,
+        })
+        await asyncio.to_thread(self._spool.write_link, {"stream": self.stream_id, "digest_n": 0,
+                                                         "digest_hash": None})
+        self._tasks = [asyncio.create_task(self._shipper.run(), name="skillwarden-shipper"),
+                       asyncio.create_task(self._tick(), name="skillwarden-recorder-tick")]
+        log.info("recording: stream %s started (key %s, bucket %s, prefix %r)", self.stream_id,
+                 self.key_id, config.bucket, config.prefix)
+
+    async def _publish_key(self, offset: timedelta) -> None:
+        config = self.config
+        key = config.prefix + layout.key_name(self.key_id)
+        retain = config.clock() + offset + timedelta(days=config.retention_days)
+        try:
+            await asyncio.to_thread(put_immutable, self._client, config.bucket, key,
+                                    public_pem(self._key.public_key()), config.lock_mode, retain,
+                                    "application/x-pem-file")
+        except Exception as error:
+            raise RecorderConfigError(f"cannot publish the public signing key to s3://{config.bucket}/{key}: "
+                                      f"{error}") from None
+
+    def _recover(self) -> dict[str, Any] | None:
+        """Seal what earlier processes left behind; return the link to the pod's previous stream."""
+        recovered: dict[str, Recovered] = {}
+        for stream, directory in self._spool.stream_dirs():
+            recovered[stream] = recover_stream(self._spool, stream, directory)
+        previous = self._spool.read_link()
+        if previous is None:
+            return None
+        link: dict[str, Any] = {"stream": previous.get("stream"), "digest_n": previous.get("digest_n"),
+                                "digest_hash": previous.get("digest_hash")}
+        found = recovered.get(str(previous.get("stream")))
+        if found is not None and found.last_seq:
+            link["spool_last_seq"], link["spool_last_hash"] = found.last_seq, found.last_hash
+        return link
+
+    async def close(self) -> None:
+        """Seal, write the final signed digest, ship what S3 takes within the close timeout."""
+        if not self._started or self._closing:
+            return
+        self._closing = True
+        for task in self._tasks[1:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._flush_task is not None:
+            await self._flush_task
+        if self._broken is None:
+            await self._write_digest(final=True)
+        self._shipper.request_stop()
+        await self._tasks[0]
+        await self._shipper.final_pass(self.config.close_ship_timeout_s)
+        self._writer.abandon()
+        RECORDING_AVAILABLE.set(0)
+
+    async def __aenter__(self) -> Recorder:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- admission ------------------------------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        if not self._started:
+            return "recorder not started"
+        if self._closing:
+            return "recorder is shutting down"
+        if self._broken:
+            return self._broken
+        pending = self._shipper.pending_bytes() + self._writer.open_bytes
+        if pending > self.config.spool_max_bytes:
+            return f"spool full: {pending} bytes not shipped (bound {self.config.spool_max_bytes})"
+        age = self.oldest_unshipped_age()
+        if age > self.config.max_unshipped_age_s:
+            return (f"records not shipped for {age:.0f}s (bound {self.config.max_unshipped_age_s:.0f}s); "
+                    f"last S3 error: {self._shipper.last_error or 'none'}")
+        return None
+
+    def admit(self) -> None:
+        """Raise RecordingUnavailable when a request must be refused because its record could not
+        be guaranteed to reach the bucket (fail closed); with fail_open, count and let it pass."""
+        reason = self.unavailable_reason()
+        RECORDING_AVAILABLE.set(0 if reason else 1)
+        if reason is None:
+            return
+        if self.config.fail_open and self._started and not self._closing and not self._broken:
+            RECORDS_FAILED.labels(cause="admitted_unavailable").inc()
+            if time.monotonic() - self._last_warning > 10:
+                self._last_warning = time.monotonic()
+                log.error("recording: FAIL-OPEN admits requests while recording is unavailable: %s", reason)
+            return
+        raise RecordingUnavailable(reason)
+
+    def oldest_unshipped_age(self) -> float:
+        times = [t for t in (self._shipper.oldest_pending(), self._writer.opened_at) if t is not None]
+        if not times:
+            return 0.0
+        return max(0.0, (self.config.clock() - min(times)).total_seconds())
+
+    # -- appending -------------------------------------------------------------------------------------
+    async def append(self, kind: str, record: dict[str, Any]) -> int:
+        """Durably spool one record part; returns its sequence number once fsync'd."""
+        if kind not in APPEND_KINDS:
+            raise ValueError(f"kind must be one of {APPEND_KINDS}")
+        return await self._append(kind, record)
+
+    async def _append(self, kind: str, record: dict[str, Any]) -> int:
+        if not self._started or self._closing:
+            raise RecordingUnavailable("recorder is not running")
+        if self._broken:
+            raise RecordingUnavailable(self._broken)
+        moment = self.config.clock()
+        self._seq += 1
+        encoded = encode_entry(self.stream_id, self._seq, self._head, kind, moment, record)
+        self._head = encoded.hash
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((encoded, future, moment))
+        if self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                lines = [encoded.line for encoded, _, _ in batch]
+                first, last = batch[0][0], batch[-1][0]
+                async with self._io_lock:
+                    try:
+                        await asyncio.to_thread(self._writer.write_batch, lines, first.seq, last.seq,
+                                                batch[0][2])
+                    except OSError as error:
+                        self._fail(f"spool write failed: {error}", batch)
+                        return
+                    self._durable_seq, self._durable_hash = last.seq, last.hash
+                    if self._writer.open_bytes >= self.config.segment_max_bytes:
+                        await self._seal()
+                RECORDS_SPOOLED.inc(len(batch))
+                for encoded, future, _ in batch:
+                    if not future.done():
+                        future.set_result(encoded.seq)
+        finally:
+            self._flush_task = None
+
+    def _fail(self, reason: str, batch: list[tuple[EncodedEntry, asyncio.Future[int], datetime]]) -> None:
+        # The stream cannot continue without a gap; stop accepting (fail closed) and say why.
+        self._broken = reason
+        RECORDS_FAILED.labels(cause="spool_write").inc(len(batch) + len(self._pending))
+        log.error("recording: %s; refusing requests", reason)
+        for _, future, _ in batch + self._pending:
+            if not future.done():
+                future.set_exception(RecordingUnavailable(reason))
+        self._pending = []
+
+    async def _seal(self) -> None:
+        """Caller holds the io lock."""
+        opened = self._writer.opened_at
+        sealed = await asyncio.to_thread(self._writer.seal)
+        if sealed is not None:
+            self._sealed_since_digest.append(sealed)
+            path = self._writer.directory / sealed.name
+            self._shipper.note_pending(path, path.stat().st_size, opened)
+
+    # -- background: segment rotation, digests, gauges -------------------------------------------------
+    async def _tick(self) -> None:
+        interval = max(0.05, min(self.config.segment_max_age_s, self.config.digest_interval_s) / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                opened = self._writer.opened_at
+                if opened is not None and (self.config.clock() - opened).total_seconds() >= \
+                        self.config.segment_max_age_s:
+                    async with self._io_lock:
+                        await self._seal()
+                if time.monotonic() - self._last_digest_at >= self.config.digest_interval_s:
+                    await self._write_digest(final=False)
+                SPOOL_BYTES.set(self._shipper.pending_bytes() + self._writer.open_bytes)
+                SPOOL_OLDEST_AGE.set(self.oldest_unshipped_age())
+                RECORDING_AVAILABLE.set(0 if self.unavailable_reason() else 1)
+            except OSError as error:
+                self._broken = f"spool write failed: {error}"
+                log.error("recording: %s; refusing requests", self._broken)
+
+    async def write_digest(self) -> None:
+        """Sign a digest now (tests; the recorder does it every digest_interval_s on its own)."""
+        await self._write_digest(final=False)
+
+    async def _write_digest(self, final: bool) -> None:
+        async with self._io_lock:
+            await self._seal()
+            self._last_digest_at = time.monotonic()
+            number = self._digest_number + 1
+            data, digest_hash = build_digest(
+                self._key, stream=self.stream_id, number=number, moment=self.config.clock(),
+                last_seq=self._durable_seq, last_hash=self._durable_hash,
+                prev_digest_hash=self._digest_hash, objects=self._sealed_since_digest, final=final)
+            await asyncio.to_thread(self._writer.write_digest, number, data)
+            self._digest_number, self._digest_hash = number, digest_hash
+            self._sealed_since_digest = []
+            await asyncio.to_thread(self._spool.write_link, {"stream": self.stream_id, "digest_n": number,
+                                                             "digest_hash": digest_hash})
+        DIGESTS_SIGNED.inc()
+        path = self._writer.directory / layout.digest_name(number)
+        self._shipper.note_pending(path, len(data), None)
+
+    # -- introspection --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {"stream": self.stream_id, "key_id": self.key_id, "seq": self._durable_seq,
+                "digests": self._digest_number, "unavailable": self.unavailable_reason(),
+                "last_s3_error": self._shipper.last_error if self._started else None}
+
+    async def wait_shipped(self, within_s: float) -> bool:
+        """True once the spool holds nothing but the open segment (tests, graceful drains)."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            async with self._io_lock:
+                await self._seal()
+            self._shipper.wake()
+            await asyncio.sleep(0.05)
+            if not await asyncio.to_thread(self._spool_has_unshipped):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def _spool_has_unshipped(self) -> bool:
+        for _, directory in self._spool.stream_dirs():
+            if any(directory.glob("records/*.jsonl")) or any(directory.glob("digests/*.json")):
+                return True
+            if any(directory.glob("open-*")) and directory != self._writer.directory:
+                return True
+        return False

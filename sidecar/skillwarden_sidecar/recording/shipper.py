@@ -1,0 +1,158 @@
+"""Drains the spool into the Object Lock bucket: one object per sealed segment or digest, under a
+key derived from the stream id and sequence range, written once (`If-None-Match: *`) with its
+retention and SHA-256 checksum. A file leaves the spool only after S3 acknowledged it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from skillwarden_sidecar.recording import layout
+from skillwarden_sidecar.recording.config import RecorderConfig
+from skillwarden_sidecar.recording.metrics import RECORDS_FAILED, RECORDS_SHIPPED
+from skillwarden_sidecar.recording.s3store import ObjectConflict, error_code, put_immutable
+from skillwarden_sidecar.recording.spool import Spool, check_sealed_file, first_entry_time, fsync_dir
+
+log = logging.getLogger("skillwarden.recording")
+
+
+class Shipper:
+    def __init__(self, spool: Spool, client: Any, config: RecorderConfig, clock_offset: timedelta) -> None:
+        self.spool = spool
+        self.client = client
+        self.config = config
+        self.clock_offset = clock_offset
+        self.live_stream = ""
+        self.last_error: str | None = None
+        self.shipped_objects = 0
+        self._lock = threading.Lock()
+        self._guard = threading.Lock()
+        self._pending: dict[Path, tuple[int, datetime | None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # -- state the recorder reads for admission --------------------------------------------------
+    def note_pending(self, path: Path, size: int, first_time: datetime | None) -> None:
+        with self._lock:
+            self._pending[path] = (size, first_time)
+        self._wake.set()
+
+    def pending_bytes(self) -> int:
+        with self._lock:
+            return sum(size for size, _ in self._pending.values())
+
+    def oldest_pending(self) -> datetime | None:
+        with self._lock:
+            times = [t for _, t in self._pending.values() if t is not None]
+        return min(times) if times else None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        delay = self.config.ship_retry_initial_s
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self.ship_pass)
+                self.last_error, delay = None, self.config.ship_retry_initial_s
+                timeout = 1.0
+            except (ClientError, BotoCoreError, OSError) as error:
+                self.last_error = f"{error_code(error)}: {error}"
+                RECORDS_FAILED.labels(cause="s3_error").inc()
+                log.warning("recording: shipping failed, retrying in %.1fs: %s", delay, self.last_error)
+                timeout, delay = delay, min(delay * 2, self.config.ship_retry_max_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def final_pass(self, within_s: float) -> None:
+        """One last pass (bounded); what is left stays in the spool for the next start."""
+        try:
+            async with asyncio.timeout(within_s):
+                await asyncio.to_thread(self.ship_pass)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as error:
+            log.warning("recording: spool not fully shipped at shutdown (%s); it ships on next start", error)
+
+    def _scan(self) -> list[tuple[str, Path, list[Path]]]:
+        work = []
+        fresh: dict[Path, tuple[int, datetime | None]] = {}
+        for stream, directory in self.spool.stream_dirs():
+            files = sorted((directory / "records").glob("*.jsonl"))
+            files += sorted((directory / "digests").glob("*.json"))
+            for file in files:
+                try:
+                    size = file.stat().st_size
+                except OSError:
+                    continue
+                known = self._pending.get(file)
+                first = known[1] if known else (first_entry_time(file) if file.suffix == ".jsonl" else None)
+                fresh[file] = (size, first)
+            work.append((stream, directory, files))
+        with self._lock:
+            self._pending = fresh
+        return work
+
+    def ship_pass(self) -> None:
+        with self._guard:  # stop() may run a pass while the loop's is still in its thread
+            for stream, directory, files in self._scan():
+                for file in files:
+                    self._ship_file(stream, file)
+                if stream != self.live_stream and not any(directory.glob("open-*")) and not any(
+                        p.is_file() for p in directory.rglob("*")):
+                    shutil.rmtree(directory, ignore_errors=True)
+
+    def _ship_file(self, stream: str, file: Path) -> None:
+        if not file.exists():
+            return
+        name = f"{file.parent.name}/{file.name}"
+        parsed = layout.parse_local_name(name)
+        if parsed.kind == "records":
+            problem = check_sealed_file(stream, file)
+            if problem:
+                self.spool.quarantine(stream, file, f"sealed segment not shipped: {problem}")
+                self._forget(file)
+                return
+        elif parsed.kind != "digest":
+            self.spool.quarantine(stream, file, "unexpected file in the spool")
+            self._forget(file)
+            return
+        body = file.read_bytes()
+        key = layout.object_key(self.config.prefix, stream, name)
+        now = self.config.clock() + self.clock_offset
+        retain_until = now + timedelta(days=self.config.retention_days)
+        content_type = "application/x-ndjson" if parsed.kind == "records" else "application/json"
+        try:
+            result = put_immutable(self.client, self.config.bucket, key, body, self.config.lock_mode,
+                                   retain_until, content_type)
+        except ObjectConflict as error:
+            RECORDS_FAILED.labels(cause="conflict").inc()
+            self.spool.quarantine(stream, file, str(error))
+            self._forget(file)
+            return
+        if result.server_now is not None:
+            self.clock_offset = result.server_now - self.config.clock()
+        os.unlink(file)
+        fsync_dir(file.parent)
+        self._forget(file)
+        self.shipped_objects += 1
+        if parsed.kind == "records":
+            RECORDS_SHIPPED.inc(parsed.last - parsed.first + 1)
+
+    def _forget(self, file: Path) -> None:
+        with self._lock:
+            self._pending.pop(file, None)
