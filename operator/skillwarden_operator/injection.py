@@ -39,12 +39,14 @@ VOLUME_PROVIDER_KEY = "skillwarden-provider-key"
 VOLUME_SPOOL = "skillwarden-spool"
 VOLUME_TMP = "skillwarden-tmp"
 VOLUME_TOKEN = "skillwarden-token"  # noqa: S105 - a volume name
+VOLUME_SIGNING_KEY = "skillwarden-signing-key"
 OWNED_CONTAINERS = (SIDECAR, OPA)
-OWNED_VOLUMES = (VOLUME_PROVIDER_KEY, VOLUME_SPOOL, VOLUME_TMP, VOLUME_TOKEN)
-_SIDECAR_ONLY_VOLUMES = (VOLUME_PROVIDER_KEY, VOLUME_SPOOL, VOLUME_TMP)
+OWNED_VOLUMES = (VOLUME_PROVIDER_KEY, VOLUME_SPOOL, VOLUME_TMP, VOLUME_TOKEN, VOLUME_SIGNING_KEY)
+_SIDECAR_ONLY_VOLUMES = (VOLUME_PROVIDER_KEY, VOLUME_SPOOL, VOLUME_TMP, VOLUME_SIGNING_KEY)
 
 PROVIDER_KEY_DIR = "/var/run/secrets/skillwarden.io/provider"
 SPOOL_DIR = "/var/lib/skillwarden/spool"
+SIGNING_KEY_DIR = "/var/run/secrets/skillwarden.io/signing"
 TOKEN_DIR = "/var/run/secrets/skillwarden.io/serviceaccount"  # noqa: S105 - a path
 KUBE_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
@@ -84,10 +86,11 @@ class InjectionDenied(ValueError):
 class Resources:
     cpu: str
     memory: str
-    cpu_limit: str | None = None
+    memory_limit: str | None = None  # None: same as the request
+    cpu_limit: str | None = None  # None: no CPU limit (throttling adds latency to every call)
 
     def as_spec(self) -> dict[str, Any]:
-        limits: dict[str, str] = {"memory": self.memory}
+        limits: dict[str, str] = {"memory": self.memory_limit or self.memory}
         if self.cpu_limit:
             limits["cpu"] = self.cpu_limit
         return {"requests": {"cpu": self.cpu, "memory": self.memory}, "limits": limits}
@@ -102,21 +105,32 @@ class InjectionSettings:
     bundle_service_url: str = "http://skillwarden-operator.skillwarden-system.svc:8080"
     provider_key_secret: str = "anthropic-api-key"  # noqa: S105 - a Secret name
     provider_key_secret_key: str = "api-key"  # noqa: S105 - a key name
-    s3_secret: str = ""  # Secret (same namespace) with the sidecar's S3 settings, as env
     upstream_url: str = "https://api.anthropic.com"
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    opa_poll_min_seconds: int = 2
+    opa_poll_max_seconds: int = 10
+    # Session records: where the sidecar ships them (the bucket's Object Lock is checked at start).
+    records_bucket: str = "skillwarden-audit"
+    records_prefix: str = ""
+    s3_endpoint: str = ""  # empty: AWS S3
+    s3_region: str = "us-east-1"
+    s3_credentials_secret: str = ""  # Secret (same namespace) with AWS_ACCESS_KEY_ID/..., as env
+    signing_key_secret: str = ""  # Secret (same namespace) with the Ed25519 record-signing key
     port: int = 8790
     admin_port: int = 9091
     opa_port: int = 8181
     opa_diagnostic_port: int = 8282
     native_sidecar: bool = False
-    sidecar_resources: Resources = Resources("100m", "256Mi")
-    opa_resources: Resources = Resources("50m", "128Mi")
+    sidecar_resources: Resources = Resources("100m", "128Mi", "256Mi")
+    opa_resources: Resources = Resources("50m", "64Mi", "128Mi")
     spool_size: str = "1Gi"
     token_audience: str = "skillwarden"  # noqa: S105 - an audience
     token_expiration_seconds: int = 3600
     sa_issuer: str = ""  # the cluster's service-account issuer, for tokens apps present
     oidc_issuer: str = ""
     oidc_audience: str = ""
+    oidc_jwks_url: str = ""
     run_as_user: int = 65532
     excluded_namespaces: frozenset[str] = frozenset({"kube-system", "kube-public", "kube-node-lease"})
     operator_labels: tuple[tuple[str, str], ...] = (("app.kubernetes.io/name", "skillwarden-operator"),)
@@ -133,7 +147,12 @@ ENV_SETTINGS: dict[str, str] = {
     "SKILLWARDEN_INJECT_BUNDLE_SERVICE_URL": "bundle_service_url",
     "SKILLWARDEN_INJECT_PROVIDER_KEY_SECRET": "provider_key_secret",
     "SKILLWARDEN_INJECT_PROVIDER_KEY_SECRET_KEY": "provider_key_secret_key",
-    "SKILLWARDEN_INJECT_S3_SECRET": "s3_secret",
+    "SKILLWARDEN_INJECT_S3_ENDPOINT": "s3_endpoint",
+    "SKILLWARDEN_INJECT_S3_REGION": "s3_region",
+    "SKILLWARDEN_INJECT_S3_CREDENTIALS_SECRET": "s3_credentials_secret",
+    "SKILLWARDEN_INJECT_RECORDS_BUCKET": "records_bucket",
+    "SKILLWARDEN_INJECT_RECORDS_PREFIX": "records_prefix",
+    "SKILLWARDEN_INJECT_SIGNING_KEY_SECRET": "signing_key_secret",
     "SKILLWARDEN_INJECT_UPSTREAM_URL": "upstream_url",
     "SKILLWARDEN_INJECT_PORT": "port",
     "SKILLWARDEN_INJECT_ADMIN_PORT": "admin_port",
@@ -157,8 +176,102 @@ class SettingsError(ValueError):
     """Operator start-up stops with this; the message names the environment variable."""
 
 
-def settings_from_env(environ: Mapping[str, str]) -> InjectionSettings:
+CONFIG_FILE_ENV = "SKILLWARDEN_INJECTION_CONFIG"
+
+
+def load_settings(environ: Mapping[str, str]) -> InjectionSettings:
+    """The chart's JSON document (file named by SKILLWARDEN_INJECTION_CONFIG), then the
+    SKILLWARDEN_INJECT_* variables on top (handy for local runs and `operator.extraEnv`)."""
+    base = InjectionSettings()
+    path = environ.get(CONFIG_FILE_ENV)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise SettingsError(f"{CONFIG_FILE_ENV}={path}: unreadable ({error})") from None
+        try:
+            base = settings_from_document(document)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise SettingsError(f"{CONFIG_FILE_ENV}={path}: {error}") from None
+    return settings_from_env(environ, base)
+
+
+def settings_from_document(document: Mapping[str, Any]) -> InjectionSettings:
+    """The chart's `injection.json` (templates/configmap.yaml) -> settings."""
+    if not isinstance(document, Mapping):
+        raise ValueError("the document must be a JSON object")
+
+    def section(*path: str) -> Mapping[str, Any]:
+        node: Any = document
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None:
+            return {}
+        if not isinstance(node, Mapping):
+            raise ValueError(f"{'.'.join(path)} must be an object")
+        return node
+
+    def text(value: Any, where: str) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str | int | bool):
+            raise ValueError(f"{where} must be a string")
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
     settings = InjectionSettings()
+    plain = {
+        "bundle_service_url": document.get("bundleUrl"),
+        "sidecar_image": section("sidecar").get("image"),
+        "image_pull_policy": section("sidecar").get("imagePullPolicy"),
+        "port": section("sidecar").get("port"),
+        "admin_port": section("sidecar").get("metricsPort"),
+        "native_sidecar": section("sidecar").get("nativeSidecar"),
+        "token_audience": section("sidecar").get("tokenAudience"),
+        "oidc_issuer": section("sidecar", "oidc").get("issuer"),
+        "oidc_audience": section("sidecar", "oidc").get("audience"),
+        "oidc_jwks_url": section("sidecar", "oidc").get("jwksUrl"),
+        "opa_image": section("opa").get("image"),
+        "opa_poll_min_seconds": section("opa").get("pollMinSeconds"),
+        "opa_poll_max_seconds": section("opa").get("pollMaxSeconds"),
+        "provider_key_secret": section("providerKey").get("secretName"),
+        "provider_key_secret_key": section("providerKey").get("key"),
+        "upstream_url": section("upstream").get("baseUrl"),
+        "s3_endpoint": section("recording", "s3").get("endpoint"),
+        "s3_region": section("recording", "s3").get("region"),
+        "records_bucket": section("recording", "s3").get("bucket"),
+        "records_prefix": section("recording", "s3").get("prefix"),
+        "s3_credentials_secret": section("recording", "s3").get("credentialsSecret"),
+        "spool_size": section("recording", "spool").get("sizeLimit"),
+        "signing_key_secret": section("recording").get("signingKeySecret"),
+    }
+    for target, value in plain.items():
+        raw = text(value, target)
+        if raw is not None:
+            settings = _apply_setting(settings, target, raw, any_port=target.startswith("opa_poll"))
+    for group, where in (("sidecar_resources", "sidecar"), ("opa_resources", "opa")):
+        resources = section(where, "resources")
+        if resources:
+            current: Resources = getattr(settings, group)
+            requests, limits = section(where, "resources", "requests"), section(where, "resources", "limits")
+            values = {"cpu": requests.get("cpu") or current.cpu,
+                      "memory": requests.get("memory") or current.memory,
+                      "memory_limit": limits.get("memory"), "cpu_limit": limits.get("cpu")}
+            for attribute, value in values.items():
+                if value is not None:
+                    _quantity(str(value), "cpu" if "cpu" in attribute else "memory")
+            built: dict[str, Any] = {k: None if v is None else str(v) for k, v in values.items()}
+            changes: dict[str, Any] = {group: Resources(**built)}
+            settings = replace(settings, **changes)
+    secrets = document.get("imagePullSecrets") or []
+    if not isinstance(secrets, list):
+        raise ValueError("imagePullSecrets must be a list")
+    names = tuple(str(s.get("name") if isinstance(s, Mapping) else s) for s in secrets)
+    return replace(settings, image_pull_secrets=names)
+
+
+def settings_from_env(environ: Mapping[str, str], base: InjectionSettings | None = None) -> InjectionSettings:
+    settings = base or InjectionSettings()
     for variable, target in ENV_SETTINGS.items():
         raw = environ.get(variable)
         if raw is None or raw == "":
@@ -170,7 +283,8 @@ def settings_from_env(environ: Mapping[str, str]) -> InjectionSettings:
     return settings
 
 
-def _apply_setting(settings: InjectionSettings, target: str, raw: str) -> InjectionSettings:
+def _apply_setting(settings: InjectionSettings, target: str, raw: str,
+                   any_port: bool = False) -> InjectionSettings:
     if target.endswith((".cpu", ".memory")):
         group, attribute = target.split(".")
         _quantity(raw, attribute)
@@ -180,7 +294,7 @@ def _apply_setting(settings: InjectionSettings, target: str, raw: str) -> Inject
     if isinstance(current, bool):
         value = _boolean(raw)
     elif isinstance(current, int):
-        value = _port_number(raw)
+        value = _positive(raw) if any_port else _port_number(raw)
     elif isinstance(current, frozenset):
         value = frozenset(part.strip() for part in raw.split(",") if part.strip())
     elif target == "spool_size":
@@ -196,6 +310,12 @@ def _boolean(raw: str) -> bool:
     if lowered not in {"true", "false"}:
         raise ValueError('must be "true" or "false"')
     return lowered == "true"
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError("must be a whole number >= 1")
+    return int(raw)
 
 
 def _port_number(raw: str) -> int:
@@ -367,15 +487,24 @@ def _options(annotations: Mapping[str, str], settings: InjectionSettings) -> Pod
             port = _port_number(raw)
         except ValueError as error:
             raise InjectionDenied(f"annotation {PREFIX}port: {raw[:64]!r} {error}") from None
+    def memory(name: str, default: Resources) -> tuple[str, str | None]:
+        # The annotation sets request and limit together: a pod owner asking for more memory
+        # wants it guaranteed, not just scheduled.
+        raw = quantity(name, "memory", None)
+        return (raw, raw) if raw else (default.memory, default.memory_limit)
+
+    sidecar_memory = memory("sidecar-memory", settings.sidecar_resources)
     sidecar = Resources(
         cpu=quantity("sidecar-cpu", "cpu", settings.sidecar_resources.cpu) or "",
-        memory=quantity("sidecar-memory", "memory", settings.sidecar_resources.memory) or "",
+        memory=sidecar_memory[0], memory_limit=sidecar_memory[1],
         cpu_limit=quantity("sidecar-cpu-limit", "cpu", settings.sidecar_resources.cpu_limit))
     if sidecar.cpu_limit and _quantity(sidecar.cpu_limit, "cpu") < _quantity(sidecar.cpu, "cpu"):
         raise InjectionDenied(f"annotation {PREFIX}sidecar-cpu-limit: {sidecar.cpu_limit} is below the "
                               f"CPU request {sidecar.cpu}")
+    opa_memory = memory("opa-memory", settings.opa_resources)
     opa = Resources(cpu=quantity("opa-cpu", "cpu", settings.opa_resources.cpu) or "",
-                    memory=quantity("opa-memory", "memory", settings.opa_resources.memory) or "")
+                    memory=opa_memory[0], memory_limit=opa_memory[1],
+                    cpu_limit=settings.opa_resources.cpu_limit)
     spool = quantity("spool-size", "memory", settings.spool_size) or settings.spool_size
     return PodOptions(native=native, provider_key_secret=secret, port=port, sidecar_resources=sidecar,
                       opa_resources=opa, spool_size=spool)
@@ -509,26 +638,43 @@ def sidecar_container(namespace: str, options: PodOptions, settings: InjectionSe
             args += [f"--jwks-ca-file={KUBE_SA_DIR}/ca.crt", f"--jwks-token-file={KUBE_SA_DIR}/token"]
     if settings.oidc_issuer:
         args += [f"--oidc-issuer={settings.oidc_issuer}", f"--oidc-audience={settings.oidc_audience}"]
+        if settings.oidc_jwks_url:
+            args.append(f"--oidc-jwks-url={settings.oidc_jwks_url}")
+
+    def field_ref(name: str, path: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    # Identity from the downward API, never from anything the app controls. The recorder reads
+    # POD_NAME/POD_NAMESPACE and the AWS_* / SKILLWARDEN_RECORDS_* variables.
     env = [
-        {"name": "SKILLWARDEN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "SKILLWARDEN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "SKILLWARDEN_SERVICE_ACCOUNT",
-         "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+        field_ref("SKILLWARDEN_NAMESPACE", "metadata.namespace"),
+        field_ref("SKILLWARDEN_POD_NAME", "metadata.name"),
+        field_ref("SKILLWARDEN_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        field_ref("POD_NAMESPACE", "metadata.namespace"),
+        field_ref("POD_NAME", "metadata.name"),
         {"name": "SKILLWARDEN_SPOOL_DIR", "value": SPOOL_DIR},
+        {"name": "SKILLWARDEN_RECORDS_BUCKET", "value": settings.records_bucket},
+        {"name": "SKILLWARDEN_RECORDS_PREFIX", "value": settings.records_prefix},
+        {"name": "AWS_REGION", "value": settings.s3_region},
     ]
+    if settings.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": settings.s3_endpoint})
     mounts = [
         {"name": VOLUME_PROVIDER_KEY, "mountPath": PROVIDER_KEY_DIR, "readOnly": True},
         {"name": VOLUME_SPOOL, "mountPath": SPOOL_DIR},
         {"name": VOLUME_TMP, "mountPath": "/tmp"},  # noqa: S108 - the container's own emptyDir
     ]
+    if settings.signing_key_secret:
+        mounts.append({"name": VOLUME_SIGNING_KEY, "mountPath": SIGNING_KEY_DIR, "readOnly": True})
+        env.append({"name": "SKILLWARDEN_SIGNING_KEY_FILE", "value": f"{SIGNING_KEY_DIR}/signing-key.pem"})
     if kube_sa_mount is not None:
         mounts.append(kube_sa_mount)
     probe = {"httpGet": {"path": "/readyz", "port": settings.admin_port}, "periodSeconds": 2,
              "timeoutSeconds": 1, "failureThreshold": 3}
     container: dict[str, Any] = {
-        "name": SIDECAR, "image": settings.sidecar_image, "imagePullPolicy": "IfNotPresent",
+        "name": SIDECAR, "image": settings.sidecar_image, "imagePullPolicy": settings.image_pull_policy,
         "command": ["skillwarden", "sidecar"], "args": args, "env": env,
-        "ports": [{"name": "skw-admin", "containerPort": settings.admin_port, "protocol": "TCP"}],
+        "ports": [{"name": "skw-metrics", "containerPort": settings.admin_port, "protocol": "TCP"}],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": settings.admin_port},
                           "periodSeconds": 10},
@@ -537,8 +683,8 @@ def sidecar_container(namespace: str, options: PodOptions, settings: InjectionSe
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if settings.s3_secret:
-        container["envFrom"] = [{"secretRef": {"name": settings.s3_secret}}]
+    if settings.s3_credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.s3_credentials_secret}}]
     if options.native:
         # Native sidecar: later containers start only once this probe passed, so the app never
         # sees a connection refused on its first call.
@@ -558,15 +704,16 @@ def opa_container(namespace: str, options: PodOptions, settings: InjectionSettin
         f"--set=services.skillwarden.url={service}",
         "--set=bundles.skillwarden.service=skillwarden",
         f"--set=bundles.skillwarden.resource=bundles/{namespace}.tar.gz",
-        "--set=bundles.skillwarden.polling.min_delay_seconds=2",
-        "--set=bundles.skillwarden.polling.max_delay_seconds=10",
+        f"--set=bundles.skillwarden.polling.min_delay_seconds={settings.opa_poll_min_seconds}",
+        f"--set=bundles.skillwarden.polling.max_delay_seconds={settings.opa_poll_max_seconds}",
         "--set=bundles.skillwarden.polling.long_polling_timeout_seconds=30",
         "--set=decision_logs.console=false",
     ]
     probe = {"httpGet": {"path": "/health?bundles", "port": settings.opa_diagnostic_port},
              "periodSeconds": 2, "timeoutSeconds": 1, "failureThreshold": 3}
     container: dict[str, Any] = {
-        "name": OPA, "image": settings.opa_image, "imagePullPolicy": "IfNotPresent", "args": args,
+        "name": OPA, "image": settings.opa_image, "imagePullPolicy": settings.image_pull_policy,
+        "args": args,
         "ports": [{"name": "opa-diag", "containerPort": settings.opa_diagnostic_port, "protocol": "TCP"}],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "httpGet": {"path": "/health", "port": settings.opa_diagnostic_port},
@@ -581,17 +728,23 @@ def opa_container(namespace: str, options: PodOptions, settings: InjectionSettin
     return container
 
 
-def volumes(options: PodOptions, settings: InjectionSettings) -> list[dict[str, Any]]:
+def volumes(options: PodOptions, settings: InjectionSettings,
+            with_token: bool = True) -> list[dict[str, Any]]:
+    source = {"serviceAccountToken": {"audience": settings.token_audience, "path": "token",
+                                      "expirationSeconds": settings.token_expiration_seconds}}
+    token = [{"name": VOLUME_TOKEN, "projected": {"defaultMode": 0o444, "sources": [source]}}]
+    if not with_token:
+        token = []
     return [
         {"name": VOLUME_PROVIDER_KEY, "secret": {
             "secretName": options.provider_key_secret, "defaultMode": 0o444,
             "items": [{"key": settings.provider_key_secret_key, "path": settings.provider_key_secret_key}]}},
         {"name": VOLUME_SPOOL, "emptyDir": {"sizeLimit": options.spool_size}},
         {"name": VOLUME_TMP, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-        {"name": VOLUME_TOKEN, "projected": {"defaultMode": 0o444, "sources": [{"serviceAccountToken": {
-            "audience": settings.token_audience, "expirationSeconds": settings.token_expiration_seconds,
-            "path": "token"}}]}},
-    ]
+        *token,
+    ] + ([{"name": VOLUME_SIGNING_KEY,
+           "secret": {"secretName": settings.signing_key_secret, "defaultMode": 0o444}}]
+         if settings.signing_key_secret else [])
 
 
 def _inject(pod: dict[str, Any], namespace: str, options: PodOptions,
@@ -602,6 +755,9 @@ def _inject(pod: dict[str, Any], namespace: str, options: PodOptions,
     app_names = [c["name"] for c in spec["containers"]]
     base_url = f"http://127.0.0.1:{options.port}"
     env_added = []
+    # The API server refuses a projected service-account token without serviceAccountName; it is
+    # only absent when the ServiceAccount admission plugin is off (it runs before webhooks).
+    with_token = bool(spec.get("serviceAccountName") or spec.get("serviceAccount"))
     targets = list(spec["containers"]) + (list(spec.get("initContainers") or []) if options.native else [])
     for container in targets:
         env = container.get("env")
@@ -613,7 +769,8 @@ def _inject(pod: dict[str, Any], namespace: str, options: PodOptions,
         mounts = container.get("volumeMounts")
         if mounts is None:
             mounts = container["volumeMounts"] = []
-        if not any(isinstance(m, Mapping) and m.get("name") == VOLUME_TOKEN for m in mounts):
+        has_token = any(isinstance(m, Mapping) and m.get("name") == VOLUME_TOKEN for m in mounts)
+        if with_token and not has_token:
             mounts.append({"name": VOLUME_TOKEN, "mountPath": TOKEN_DIR, "readOnly": True})
 
     if options.native:
@@ -622,7 +779,13 @@ def _inject(pod: dict[str, Any], namespace: str, options: PodOptions,
         spec["initContainers"] = [opa, sidecar, *(spec.get("initContainers") or [])]
     else:
         spec["containers"] = [*spec["containers"], sidecar, opa]
-    spec["volumes"] = [*(spec.get("volumes") or []), *volumes(options, settings)]
+    added_volumes = volumes(options, settings, with_token)
+    spec["volumes"] = [*(spec.get("volumes") or []), *added_volumes]
+    pull = spec.get("imagePullSecrets") or []
+    missing = [{"name": n} for n in settings.image_pull_secrets
+               if not any(isinstance(p, Mapping) and p.get("name") == n for p in pull)]
+    if missing:  # pull secrets are pod-wide; only ever added, never owned
+        spec["imagePullSecrets"] = [*pull, *missing]
 
     metadata = pod.setdefault("metadata", {})
     annotations = metadata.get("annotations")
@@ -634,7 +797,7 @@ def _inject(pod: dict[str, Any], namespace: str, options: PodOptions,
         "version": INJECTOR_VERSION,
         "mode": "native" if options.native else "sidecar",
         "containers": [SIDECAR, OPA],
-        "volumes": list(OWNED_VOLUMES),
+        "volumes": [v["name"] for v in added_volumes],
         # Containers that got ANTHROPIC_BASE_URL from us, over every pass (kept on re-invocation).
         "env": sorted(set(previous.get("env", [])) | set(env_added)),
     }

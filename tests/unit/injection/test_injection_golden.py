@@ -29,7 +29,8 @@ def _pod(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
             meta[key] = {**meta[key], **value}
         else:
             meta[key] = value
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "report", **meta}, "spec": spec}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "report", **meta},
+            "spec": {"serviceAccountName": "report-bot", **spec}}
 
 
 APP = {"name": "app", "image": "example/report:1", "ports": [{"containerPort": 8080}]}
@@ -37,6 +38,11 @@ APP = {"name": "app", "image": "example/report:1", "ports": [{"containerPort": 8
 CASES: dict[str, tuple[dict[str, Any], inj.InjectionSettings]] = {
     # Smallest opted-in pod: no env, no volumes, no volumeMounts, no annotations besides ours.
     "minimal": (_pod({"containers": [APP]}), SETTINGS),
+    # No serviceAccountName (the ServiceAccount admission plugin is off, as in the dev stack):
+    # no projected token, which the API server would refuse without one.
+    "no-service-account": ({"apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": "bare", **copy.deepcopy(OPT_IN)},
+                            "spec": {"containers": [APP]}}, SETTINGS),
     # A Deployment's pod: generateName, ownerReferences, no name and no namespace in the object.
     "deployment-pod-without-namespace": ({
         "apiVersion": "v1", "kind": "Pod",
@@ -80,7 +86,11 @@ CASES: dict[str, tuple[dict[str, Any], inj.InjectionSettings]] = {
         {"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
          "readOnly": True}]}], "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [
              {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}]}),
-        inj.InjectionSettings(sa_issuer="https://kubernetes.default.svc", s3_secret="skillwarden-s3",
+        inj.InjectionSettings(sa_issuer="https://kubernetes.default.svc",
+                              s3_credentials_secret="skillwarden-s3",
+                              s3_endpoint="https://s3.eu-central-1.amazonaws.com", s3_region="eu-central-1",
+                              records_prefix="finance/", signing_key_secret="skillwarden-signing",
+                              image_pull_secrets=("registry",),
                               oidc_issuer="https://login.example.com", oidc_audience="skillwarden")),
 }
 
