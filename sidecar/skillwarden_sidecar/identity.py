@@ -6,10 +6,10 @@ selects one configured issuer and only that issuer's JWKS keys are tried, and is
 required (nbf honoured) with a bounded leeway. Any failure is a 401 naming the reason.
 
 Anthropic SDKs send the credential as `x-api-key` or `Authorization: Bearer` (SDK 2.x sends its
-`api_key` as Bearer). A value that is not JWT-shaped (three dot-separated parts) is the
-placeholder an SDK insists on and is ignored (the caller is the workload); a JWT-shaped value
-must verify, or the request is refused with 401. Either way the caller's credential never goes
-upstream (`forwarding` builds upstream headers from an allow-list).
+`api_key` as Bearer). A value that is not JWT-shaped is the placeholder an SDK insists on and is
+ignored (the caller is the workload). A JWT-shaped value (two dots, non-empty header and payload,
+even with an empty signature) must verify, or the request is refused with 401. Either way the
+caller's credential never goes upstream (`forwarding` builds upstream headers from an allow-list).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class TrustedIssuer:
 
 
 def _looks_like_jwt(value: str) -> bool:
-    return value.count(".") == 2 and all(value.split("."))
+    # An unsigned (`alg: none`) token has an empty third part: still a token, still refused.
+    header, payload = [*value.split("."), "", ""][:2]
+    return value.count(".") == 2 and bool(header) and bool(payload)
 
 
 def presented_token(headers: Mapping[str, str]) -> str | None:

@@ -102,7 +102,8 @@ def file_source(path: Path) -> Fetch:
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str, token_file: Path | None) -> dict[str, Any]:
-    headers = {"Accept": "application/json"}
+    # kube-apiserver answers 406 unless the JWK Set media type is acceptable
+    headers = {"Accept": "application/json, application/jwk-set+json"}
     if token_file is not None:  # projected tokens rotate: read it each time
         token = await asyncio.to_thread(token_file.read_text)
         headers["Authorization"] = "Bearer " + token.strip()

@@ -27,6 +27,7 @@ from skillwarden_sidecar.metrics import SidecarMetrics
 
 NAMESPACE = "finance"
 WORKLOAD_SA = "report-bot"
+TOKEN_SA = "auditor-bot"  # a service account that presents its own projected token
 REAL_KEY = "sk-ant-api03-REAL-provider-key-only-the-sidecar-knows"
 AUDIENCE = "skillwarden"
 
@@ -40,14 +41,21 @@ TEST_POLICIES: list[dict[str, Any]] = [{
              "models": ["claude-sonnet-4-*"], "tools": ["code_execution", "get_weather"], "maxTokens": 4096},
             {"name": "leads", "groups": ["finance-leads"], "skills": [{"type": "anthropic", "id": "pdf"}],
              "models": ["claude-*"]},
+            {"name": "auditor-bot", "serviceAccounts": [TOKEN_SA],
+             "skills": [{"type": "anthropic", "id": "docx"}], "models": ["claude-*"]},
         ],
         "rules": [
             {"name": "no-pptx-for-finance", "action": "deny",
              "message": "Slide decks leave the finance perimeter; use xlsx",
              "when": {"skills": [{"type": "anthropic", "id": "pptx"}]}},
+            {"name": "customer-export", "action": "requireApproval",
+             "message": "Customer data exports need a finance lead",
+             "when": {"promptMatches": ["(?i)customer (list|export)"]}},
             {"name": "no-credential-dumps", "action": "deny", "message": "Prompts asking for credentials are "
              "not allowed", "when": {"promptMatches": ["(?i)(password|api[_ -]?key)s? (list|dump|export)"]}},
         ],
+        "approval": {"approvers": {"groups": ["finance-leads"]}, "required": 1, "ttl": "30m",
+                     "holdSeconds": 5},
     },
 }]
 
