@@ -1,0 +1,201 @@
+"""ApprovalGate decisions on objects a real API server would rarely hand out (malformed, odd
+events), with a scripted stand-in for the Kubernetes client. The real API server, webhook and
+sidecar are exercised in tests/integration/approvals/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from skillwarden_operator import approvals_model as model
+from skillwarden_sidecar.approval import ApprovalGate
+from skillwarden_sidecar.approval_client import KubeRefused, KubeUnavailable
+from skillwarden_sidecar.errors import Rejection
+from skillwarden_sidecar.pipeline import Decision, Exchange, Identity, Workload
+
+NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+
+
+def exchange(body: Any = None, hold: float = 0.2) -> Exchange:
+    decision = Decision(
+        action="require_approval",
+        reasons=(),
+        policy="finance/p",
+        rule="r",
+        message="m",
+        masking={},
+        recording={},
+        raw={},
+        bundle_revision="",
+        approval={"approvers": {"groups": ["leads"]}, "required": 1, "ttlSeconds": 600, "holdSeconds": hold},
+    )
+    return Exchange(
+        request_id="r1",
+        received_at=0.0,
+        method="POST",
+        path="/v1/messages",
+        query="",
+        operation="messages.create",
+        workload=Workload("finance", "pod", "bot"),
+        identity=Identity(kind="oidc", sub="alice"),
+        decision=decision,
+        body=body if body is not None else {"messages": [{"role": "user", "content": "hi"}]},
+        policy_input={"request": {"prompt_text": "hi"}},
+    )
+
+
+def stored(
+    digest: str, *, state: str | None = None, expires: str | None = None, name: str = "old-1", rv: str = "5"
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "metadata": {
+            "name": name,
+            "namespace": "finance",
+            "resourceVersion": rv,
+            "creationTimestamp": "2026-11-24T11:59:00Z",
+        },
+        "spec": {
+            "requestDigest": digest,
+            "required": 1,
+            "createdBy": "system:serviceaccount:finance:bot",
+            "expiresAt": expires if expires is not None else model.format_time(NOW + dt.timedelta(minutes=5)),
+        },
+        "status": {},
+    }
+    if state:
+        obj["status"]["state"] = state
+    return obj
+
+
+class ScriptedClient:
+    def __init__(
+        self,
+        items: list[dict[str, Any]] | None = None,
+        events: list[tuple[str, dict[str, Any]]] | None = None,
+        patched: dict[str, Any] | None = None,
+        list_error: Exception | None = None,
+    ) -> None:
+        self.items = items or []
+        self.events = events or []
+        self.patched = patched
+        self.list_error = list_error
+        self.created: list[dict[str, Any]] = []
+        self.patches: list[dict[str, Any]] = []
+        self.current: dict[str, Any] | None = None
+
+    async def list(self, namespace: str, selector: str) -> dict[str, Any]:
+        if self.list_error:
+            raise self.list_error
+        return {"items": self.items}
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        self.current = {**body, "metadata": {"name": "new-1", "namespace": namespace, "resourceVersion": "9"}}
+        return self.current
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        assert self.current is not None
+        return self.current
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(patch)
+        if self.patched is None:
+            raise KubeRefused(403, "refused by the scripted server")
+        return self.patched
+
+    async def watch(
+        self, namespace: str, name: str, rv: str, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        while self.events:
+            yield self.events.pop(0)
+
+
+def gate(client: ScriptedClient) -> ApprovalGate:
+    return ApprovalGate(client, clock=lambda: NOW)  # type: ignore[arg-type]
+
+
+async def test_a_malformed_approved_object_is_never_used() -> None:
+    ex = exchange()
+    digest = gate(ScriptedClient()).digest(ex)
+    client = ScriptedClient(items=[stored(digest, state="Approved", expires="not-a-time")])
+    with pytest.raises(Rejection) as raised:
+        await gate(client).gate(ex)
+    assert raised.value.cause == "approval_pending"
+    assert client.patches == [] and len(client.created) == 1  # a fresh approval was asked for
+
+
+async def test_an_approval_for_another_digest_is_ignored_even_if_the_label_matches() -> None:
+    ex = exchange()
+    client = ScriptedClient(items=[stored("sha256:" + "f" * 64, state="Approved")])
+    with pytest.raises(Rejection):
+        await gate(client).gate(ex)
+    assert client.patches == []
+
+
+async def test_a_malformed_watch_event_fails_closed() -> None:
+    ex = exchange(hold=5)
+    client = ScriptedClient(
+        events=[
+            (
+                "MODIFIED",
+                {
+                    "metadata": {"name": "new-1", "namespace": "finance"},
+                    "spec": {},
+                    "status": {"state": "Approved"},
+                },
+            )
+        ]
+    )
+    started = time.monotonic()
+    with pytest.raises(Rejection) as raised:
+        await gate(client).gate(ex)
+    assert raised.value.cause == "approval_expired" and time.monotonic() - started < 2
+    assert all(p["status"]["state"] != "Used" for p in client.patches)
+
+
+async def test_a_claim_the_server_did_not_record_as_used_is_refused() -> None:
+    ex = exchange()
+    digest = gate(ScriptedClient()).digest(ex)
+    approved = stored(digest, state="Approved")
+    client = ScriptedClient(items=[approved], patched=approved)  # "Approved" came back, not "Used"
+    with pytest.raises(Rejection) as raised:
+        await gate(client).gate(ex)
+    assert raised.value.cause == "approval_unavailable"
+
+
+async def test_an_approved_object_is_claimed_with_its_resource_version() -> None:
+    ex = exchange()
+    digest = gate(ScriptedClient()).digest(ex)
+    approved = stored(digest, state="Approved", rv="77")
+    client = ScriptedClient(items=[approved], patched={**approved, "status": {"state": "Used"}})
+    await gate(client).gate(ex)
+    assert client.patches == [{"metadata": {"resourceVersion": "77"}, "status": {"state": "Used"}}]
+    assert ex.approval.state == "Approved" and ex.approval.id == "old-1"
+
+
+async def test_api_errors_and_uncanonical_bodies_fail_closed() -> None:
+    with pytest.raises(Rejection) as raised:
+        await gate(ScriptedClient(list_error=KubeUnavailable("down"))).gate(exchange())
+    assert raised.value.status == 503 and raised.value.cause == "approval_unavailable"
+    with pytest.raises(Rejection) as raised:
+        await gate(ScriptedClient()).gate(exchange(body={"temperature": float("inf")}))
+    assert raised.value.status == 400
+
+
+async def test_created_spec_carries_the_decision_and_no_raw_prompt() -> None:
+    ex = exchange()
+    client = ScriptedClient()
+    with pytest.raises(Rejection):
+        await gate(client).gate(ex)
+    [body] = client.created
+    spec = body["spec"]
+    assert spec["requestDigest"] == gate(client).digest(ex)
+    assert spec["expiresAt"] == "2026-11-24T12:10:00Z" and spec["required"] == 1
+    assert spec["approvers"] == {"groups": ["leads"], "users": []}
+    assert spec["request"]["promptSummary"] == "[prompt not shown: 2 characters; masking not configured]"
+    assert spec["requester"]["kubernetesUsernames"] == ["system:serviceaccount:finance:bot"]
+    assert body["metadata"]["labels"][model.DIGEST_LABEL] == spec["requestDigest"][7:70]
