@@ -26,6 +26,9 @@ class Detector:
     max_len: int = 256
     prefixes: tuple[str, ...] = ()
     normalize: str = "none"  # how the hmac operator canonicalises a value: none | digits | lower | compact
+    # Greedy patterns over separated groups swallow a neighbour ("card card"); when a candidate
+    # fails validation, shorter candidates ending before a separator are tried too.
+    shrink: bool = False
     compiled: re2._Regexp = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +99,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[A-Z0-9 ]",
         max_len=42,
         normalize="compact",
+        shrink=True,
     ),
     Detector(
         E.CREDIT_CARD,
@@ -104,6 +108,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[0-9 .-]",
         max_len=23,
         normalize="digits",
+        shrink=True,
     ),
     Detector(
         E.US_SSN,
@@ -121,6 +126,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[0-9 ().+-]",
         max_len=26,
         normalize="digits",
+        shrink=True,
     ),
     Detector(
         E.IP_ADDRESS,

@@ -2,8 +2,8 @@
 
 One RE2 Set pass tells which detectors can match at all (clean text costs one DFA pass); only
 those detectors then search for candidates, and only validated candidates become findings.
-Overlaps resolve to the candidate that starts first, then the longer, then the higher-priority
-entity. Offsets in findings are code points into the input string.
+Overlapping findings merge into one span named after the candidate that starts first (then the
+longer, then the higher-priority entity). Offsets in findings are code points into the input string.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from skillwarden_sidecar.masking.detectors import BUILTIN_DETECTORS, Detector, r
 from skillwarden_sidecar.masking.entities import PRIORITY
 from skillwarden_sidecar.masking.operators import replacement
 from skillwarden_sidecar.masking.spec import BUDGET_ENTITY, BUDGET_MARKER, MaskingSpec
+from skillwarden_sidecar.masking.validators import Validator
 
 _UNANCHORED = re2._Anchor.UNANCHORED
 _NO_MATCH = (-1, -1)
@@ -87,7 +88,11 @@ class Masker:
                 start, end = regexp.Match(_UNANCHORED, buf, cursor, end_of_text)[0]
                 if (start, end) == _NO_MATCH:
                     break
-                if end > start and validate(buf, start, end):
+                valid = end > start and validate(buf, start, end)
+                if not valid and detector.shrink and end > start:
+                    end = _shrink(buf, start, end, validate)
+                    valid = end > start
+                if valid:
                     candidates.append((start, start - end, rank, end, detector))
                     cursor = end
                 else:
@@ -101,11 +106,14 @@ class Masker:
             raise MaskingBudgetExceeded("masking scan exceeded its time budget")
         candidates.sort(key=lambda c: (c[0], c[1], c[2]))
         chosen: list[tuple[int, int, Detector]] = []
-        last_end = -1
         for start, _, _, end, detector in candidates:
-            if start >= last_end:
+            if chosen and start < chosen[-1][1]:
+                # Overlapping findings merge (the earlier one names it): masking a little more
+                # is safe, dropping the later one would leave its tail in clear text.
+                first_start, first_end, first = chosen[-1]
+                chosen[-1] = (first_start, max(first_end, end), first)
+            else:
                 chosen.append((start, end, detector))
-                last_end = end
         return chosen
 
     def find(self, text: str) -> list[tuple[int, int, Detector]]:
@@ -146,6 +154,17 @@ class Masker:
         return MaskResult(
             self.render(text, spans), [Finding(d.entity, start, end) for start, end, d in spans]
         )
+
+
+_SEPARATORS = frozenset(b" .-()")
+
+
+def _shrink(buf: bytes, start: int, end: int, validate: Validator) -> int:
+    """The longest shorter candidate that validates, ending just before a separator; else `start`."""
+    for cut in range(end - 1, start, -1):
+        if buf[cut] in _SEPARATORS and buf[cut - 1] not in _SEPARATORS and validate(buf, start, cut):
+            return cut
+    return start
 
 
 def to_char_spans(buf: bytes, spans: list[tuple[int, int, Detector]]) -> list[tuple[int, int, Detector]]:

@@ -9,8 +9,9 @@ the start of the longest suffix made only of characters a match can contain (its
 bounded by the detector's `max_len`, and — for detectors whose matches begin with known literals
 ("-----BEGIN ", "sk-", "eyJ", "AKIA" ...) — moved forward to the first place such a literal (or a
 beginning of one) occurs. A candidate starting before that point cannot grow with more text, so it
-is final; a finding that straddles the point is emitted whole (masked). Ordinary prose is held back
-only by its last word.
+is final; a finding that reaches past the point is held whole (overlapping findings merge, so it
+could still grow). Ordinary prose is held back only by its last word. At most MAX_HELD_CHARS are
+held per block; past that the tail is masked as it stands and released.
 
 `input_json_delta` carries fragments of a JSON document: string values are decoded (escapes
 included, even when split between fragments), masked as text streams, and re-encoded, so the
@@ -32,7 +33,8 @@ from skillwarden_sidecar.masking.spec import BUDGET_ENTITY, BUDGET_MARKER
 from skillwarden_sidecar.masking.structured import mask_json
 from skillwarden_sidecar.sse import SseEvent
 
-_CONTEXT_CHARS = 4  # validators look at most two characters to the left of a candidate
+_CONTEXT_CHARS = 12  # validators look at most ten characters to the left of a candidate
+MAX_HELD_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class TextStream:
         if len(buf) != len(context) + len(pending):
             spans = to_char_spans(buf, spans)
         shift = len(context)
+        if len(pending) > MAX_HELD_CHARS:
+            final = True  # bounded memory: past this, what is held leaves masked as it stands
         cut = len(pending) if final else hold_back_start(self._rules, pending)
         emit_to = cut
         chosen = []
@@ -125,8 +129,10 @@ class TextStream:
             start, end = start - shift, end - shift
             if start >= cut:
                 break
+            if end > cut:
+                emit_to = start  # a finding reaching into the held tail may still grow: hold it whole
+                break
             chosen.append((start, end, detector))
-            emit_to = max(emit_to, end)
         if emit_to == 0:
             return ""
         out = self._masker.render(pending[:emit_to], chosen)

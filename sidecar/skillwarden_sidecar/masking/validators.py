@@ -51,11 +51,22 @@ def _separators_consistent(value: str, digits_only: str) -> bool:
 _CARD_PREFIXES = ("4", "5", "2", "34", "37", "36", "38", "30", "35", "6")
 
 
+def _iban_shaped_prefix(buf: bytes, start: int) -> bool:
+    """`XX99 ` (country letters and check digits) right before `start`, optionally plus one bank
+    code group (`XX99 ABCD `)."""
+    for back in (5, 10):
+        head = buf[max(0, start - back):start]
+        if len(head) == back and head[-1:] == b" " and head[:2].isupper() and head[2:4].isdigit():
+            if back == 5 or (head[4:5] == b" " and head[5:9].isalnum()):
+                return True
+    return False
+
+
 def credit_card(buf: bytes, start: int, end: int) -> bool:
     if _before(buf, start) in _DIGITS or _after(buf, end) in _DIGITS:
         return False
-    if start > 1 and buf[start - 1] in _SEPARATORS and buf[start - 2] in _DIGITS:
-        return False  # the tail of a longer digit run (an account number, an IBAN ...)
+    if _iban_shaped_prefix(buf, start):
+        return False  # the account part of an IBAN-shaped string (with a wrong checksum)
     value = buf[start:end].decode("ascii")
     digits = "".join(c for c in value if c.isdigit())
     if not 13 <= len(digits) <= 19 or not _separators_consistent(value, digits):
@@ -126,9 +137,9 @@ def phone(buf: bytes, start: int, end: int) -> bool:
         return False
     if _after(buf, end) in _DIGITS:
         return False
-    if start > 1 and buf[start - 1] in _SEPARATORS and buf[start - 2] in _DIGITS:
-        return False  # the tail of a longer digit run (an IBAN, an account number ...)
     value = buf[start:end].decode("ascii")
+    if value.startswith("00") and start > 1 and buf[start - 1] in _SEPARATORS and buf[start - 2] in _DIGITS:
+        return False  # "00 ..." inside a longer digit run (an IBAN, an account number) is no prefix
     digits = "".join(c for c in value if c.isdigit())
     rest = value.split(") ", 1)[-1] if value.startswith("(") else value
     separators = {c for c in rest if c in " .-"}
