@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approvals": ("skillwarden_cli.approvals", "human approvals: list | show | approve | deny"),
     "policy": ("skillwarden_cli.policy", "SkillPolicy YAML: compile | test (GitOps CI)"),
     "operator": ("skillwarden_cli.operator_cmd", "run the operator (admission, compilation, bundle service)"),
+    "audit": ("skillwarden_cli.audit", "records evidence: verify | show | search (S3 Object Lock)"),
 }
 
 

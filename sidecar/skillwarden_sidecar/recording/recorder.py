@@ -100,7 +100,7 @@ class Recorder:
             "digest_interval_s": config.digest_interval_s,
         })
         await asyncio.to_thread(self._spool.write_link, {"stream": self.stream_id, "digest_n": 0,
-                                                         "digest_hash": None})
+                                                         "digest_hash": None, "prefix": config.prefix})
         self._tasks = [asyncio.create_task(self._shipper.run(), name="skillwarden-shipper"),
                        asyncio.create_task(self._tick(), name="skillwarden-recorder-tick")]
         log.info("recording: stream %s started (key %s, bucket %s, prefix %r)", self.stream_id,
@@ -127,7 +127,8 @@ class Recorder:
         if previous is None:
             return None
         link: dict[str, Any] = {"stream": previous.get("stream"), "digest_n": previous.get("digest_n"),
-                                "digest_hash": previous.get("digest_hash")}
+                                "digest_hash": previous.get("digest_hash"),
+                                "prefix": previous.get("prefix", self.config.prefix)}
         found = recovered.get(str(previous.get("stream")))
         if found is not None and found.last_seq:
             link["spool_last_seq"], link["spool_last_hash"] = found.last_seq, found.last_hash
@@ -298,7 +299,8 @@ class Recorder:
             self._digest_number, self._digest_hash = number, digest_hash
             self._sealed_since_digest = []
             await asyncio.to_thread(self._spool.write_link, {"stream": self.stream_id, "digest_n": number,
-                                                             "digest_hash": digest_hash})
+                                                             "digest_hash": digest_hash,
+                                                             "prefix": self.config.prefix})
         DIGESTS_SIGNED.inc()
         path = self._writer.directory / layout.digest_name(number)
         self._shipper.note_pending(path, len(data), None)
