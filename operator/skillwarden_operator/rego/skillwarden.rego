@@ -7,7 +7,8 @@
 # missing and `decision` is undefined: the sidecar denies (fail closed).
 package skillwarden
 
-compiled := data.skillwarden.policies
+# Always referenced by full path (never bound to a variable): OPA then reads only the entries a
+# request needs from its store instead of materialising the whole document on every query.
 
 rank := {"allow": 0, "require_approval": 1, "deny": 2}
 
@@ -32,26 +33,26 @@ skill_key(s) := sprintf("%s/%s", [object.get(s, "type", ""), object.get(s, "skil
 
 candidate_grants contains i if {
 	some g in object.get(identity, "groups", [])
-	some i in compiled.grant_index.group[g]
+	some i in data.skillwarden.policies.grant_index.group[g]
 }
 
 candidate_grants contains i if {
 	sub := object.get(identity, "sub", "")
 	sub != ""
-	some i in compiled.grant_index.user[sub]
+	some i in data.skillwarden.policies.grant_index.user[sub]
 }
 
 candidate_grants contains i if {
 	email := object.get(identity, "email", "")
 	email != ""
-	some i in compiled.grant_index.user[email]
+	some i in data.skillwarden.policies.grant_index.user[email]
 }
 
 # The pod's own service account (workload identity, always known to the sidecar).
 candidate_grants contains i if {
 	sa := object.get(workload, "service_account", "")
 	sa != ""
-	some i in compiled.grant_index.serviceaccount[sa]
+	some i in data.skillwarden.policies.grant_index.serviceaccount[sa]
 }
 
 # A presented Kubernetes service-account token of this namespace.
@@ -61,8 +62,8 @@ candidate_grants contains i if {
 	count(parts) == 4
 	parts[0] == "system"
 	parts[1] == "serviceaccount"
-	parts[2] == compiled.namespace
-	some i in compiled.grant_index.serviceaccount[parts[3]]
+	parts[2] == data.skillwarden.policies.namespace
+	some i in data.skillwarden.policies.grant_index.serviceaccount[parts[3]]
 }
 
 skill_listed(skills, s) if skills[skill_key(s)].any
@@ -96,7 +97,7 @@ grant_covers_tokens(grant) if request.max_tokens <= grant.maxTokens
 
 granting contains i if {
 	some i in candidate_grants
-	grant := compiled.grants[i]
+	grant := data.skillwarden.policies.grants[i]
 	grant_covers_skills(grant)
 	grant_covers_model(grant)
 	grant_covers_tools(grant)
@@ -110,20 +111,20 @@ granted if count(granting) > 0
 
 candidate_rules contains i if {
 	some s in req_skills
-	some i in compiled.rule_index.skill[skill_key(s)]
+	some i in data.skillwarden.policies.rule_index.skill[skill_key(s)]
 }
 
 candidate_rules contains i if {
 	some t in req_tools
-	some i in compiled.rule_index.tool[t]
+	some i in data.skillwarden.policies.rule_index.tool[t]
 }
 
 candidate_rules contains i if {
 	req_model != ""
-	some i in compiled.rule_index.model[req_model]
+	some i in data.skillwarden.policies.rule_index.model[req_model]
 }
 
-candidate_rules contains i if some i in compiled.rule_index.any
+candidate_rules contains i if some i in data.skillwarden.policies.rule_index.any
 
 cond_prompt(when) if not when.promptMatches
 
@@ -160,7 +161,7 @@ cond_tokens(when) if request.max_tokens > when.maxTokensAbove
 
 matching_rules contains i if {
 	some i in candidate_rules
-	when := compiled.rules[i].when
+	when := data.skillwarden.policies.rules[i].when
 	cond_skills(when)
 	cond_tools(when)
 	cond_models(when)
@@ -173,13 +174,13 @@ matching_rules contains i if {
 
 base_action := "allow" if granted
 
-else := compiled.default_action
+else := data.skillwarden.policies.default_action
 
-broken if count(compiled.invalid) > 0
+broken if count(data.skillwarden.policies.invalid) > 0
 
 raw_rank := 2 if broken
 
-else := max({rank[base_action]} | {rank[compiled.rules[i].action] | some i in matching_rules})
+else := max({rank[base_action]} | {rank[data.skillwarden.policies.rules[i].action] | some i in matching_rules})
 
 actions := {"allow", "require_approval", "deny"}
 
@@ -189,12 +190,12 @@ raw_action := a if {
 }
 
 # The rule that decided: the first (policy name, rule order) matching rule of the winning rank.
-deciding_rule := compiled.rules[min({i |
+deciding_rule := data.skillwarden.policies.rules[min({i |
 	some i in matching_rules
-	rank[compiled.rules[i].action] == raw_rank
+	rank[data.skillwarden.policies.rules[i].action] == raw_rank
 })]
 
-first_grant := compiled.grants[min(granting)]
+first_grant := data.skillwarden.policies.grants[min(granting)]
 
 approved if {
 	raw_action == "require_approval"
@@ -225,24 +226,24 @@ else := deciding_rule.message if deciding_rule
 
 else := sprintf("granted by %s subject %s", [first_grant.policy, first_grant.subject]) if granted
 
-else := sprintf("no SkillPolicy subject grants this request; default action %s", [compiled.default_action])
+else := sprintf("no SkillPolicy subject grants this request; default action %s", [data.skillwarden.policies.default_action])
 
 reasons_broken contains sprintf("policy %s is invalid: %s", [entry.policy, concat("; ", entry.errors)]) if {
-	some entry in compiled.invalid
+	some entry in data.skillwarden.policies.invalid
 }
 
 reasons_grant contains sprintf("granted by %s subject %s", [g.policy, g.subject]) if {
 	some i in granting
-	g := compiled.grants[i]
+	g := data.skillwarden.policies.grants[i]
 }
 
-reasons_grant contains sprintf("no subject grants this request (skills, model, tools and max_tokens must all be within one grant); default action %s", [compiled.default_action]) if {
+reasons_grant contains sprintf("no subject grants this request (skills, model, tools and max_tokens must all be within one grant); default action %s", [data.skillwarden.policies.default_action]) if {
 	not granted
 }
 
 reasons_rules contains sprintf("rule %s/%s: %s: %s", [r.policy, r.name, r.action, r.message]) if {
 	some i in matching_rules
-	r := compiled.rules[i]
+	r := data.skillwarden.policies.rules[i]
 }
 
 reasons_approval contains sprintf("approved by SkillApproval %s", [input.approval.id]) if approved
@@ -251,9 +252,9 @@ reasons := sort((((reasons_broken | reasons_grant) | reasons_rules) | reasons_ap
 
 approval_policy := deciding_rule.policy if deciding_rule
 
-else := compiled.default_policy
+else := data.skillwarden.policies.default_policy
 
-approval_settings := object.get(compiled.approvals, approval_policy, {}) if action == "require_approval"
+approval_settings := object.get(data.skillwarden.policies.approvals, approval_policy, {}) if action == "require_approval"
 
 else := {}
 
@@ -263,8 +264,8 @@ decision := {
 	"policy": policy,
 	"rule": rule,
 	"message": message,
-	"masking": compiled.masking,
-	"recording": object.remove(compiled.recording, ["policy"]),
+	"masking": data.skillwarden.policies.masking,
+	"recording": object.remove(data.skillwarden.policies.recording, ["policy"]),
 	"approval": approval_settings,
 	"bundle_revision": data.skillwarden.bundle.revision,
 }
