@@ -3,6 +3,7 @@ admission webhook running in a kopf operator on loopback (approvals_webhook_harn
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -93,3 +94,11 @@ def approvals_env(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactor
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+        # kopf empties its managed configurations on exit; remove the husks too.
+        registrations = kclient.AdmissionregistrationV1Api(admin)
+        for delete in (
+            registrations.delete_mutating_webhook_configuration,
+            registrations.delete_validating_webhook_configuration,
+        ):
+            with contextlib.suppress(ApiException):
+                delete(env["SKW_WEBHOOK_NAME"])
