@@ -19,11 +19,12 @@ BUNDLE_SIZE_BYTES = "skillwarden_operator_bundle_size_bytes"
 BUNDLE_REQUESTS_TOTAL = "skillwarden_operator_bundle_requests_total"
 BUNDLE_LONG_POLLS = "skillwarden_operator_bundle_long_polls"
 ADMISSION_REVIEWS_TOTAL = "skillwarden_operator_admission_reviews_total"
+INJECTIONS_TOTAL = "skillwarden_injections_total"  # counted by injection_handlers._count
 
 # Names as Prometheus exposes them (counters gain `_total`, histograms `_bucket/_sum/_count`).
 METRIC_NAMES: frozenset[str] = frozenset({
     POLICIES, COMPILE_SECONDS, COMPILATIONS_TOTAL, BUNDLE_INFO, BUNDLE_SIZE_BYTES, BUNDLE_REQUESTS_TOTAL,
-    BUNDLE_LONG_POLLS, ADMISSION_REVIEWS_TOTAL,
+    BUNDLE_LONG_POLLS, ADMISSION_REVIEWS_TOTAL, INJECTIONS_TOTAL,
 })
 
 POLICY_STATES = ("ready", "invalid")
@@ -56,6 +57,9 @@ class OperatorMetrics:
         self.admission_reviews = Counter(ADMISSION_REVIEWS_TOTAL.removesuffix("_total"),
                                          "SkillPolicy admission reviews by result (allowed, denied)",
                                          ["result"], registry=r)
+        self.injections = Counter(INJECTIONS_TOTAL.removesuffix("_total"),
+                                  "Pod admissions by the injector: result (injected, unchanged, skipped, "
+                                  "denied, failed) and reason", ["namespace", "result", "reason"], registry=r)
 
     def set_namespace(self, namespace: str, revision: str, size: int, ready: int, invalid: int) -> None:
         self.forget_namespace(namespace)
