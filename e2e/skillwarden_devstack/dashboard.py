@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -326,13 +327,31 @@ def build_dashboard() -> dict[str, Any]:
     return document
 
 
-def alert_rules() -> dict[str, Any]:
-    """A plain Prometheus rules file (promtool-checkable); the chart's PrometheusRule embeds it."""
+def alert_rules(pending_for: str | None = None) -> dict[str, Any]:
+    """A plain Prometheus rules file (promtool-checkable); the chart's PrometheusRule embeds it.
+    `pending_for` replaces every `for:` (a demo that cannot wait minutes uses "0s")."""
     return {"groups": [{"name": "skillwarden", "rules": [
-        {"alert": alert.name, "expr": alert.expr, "for": alert.duration,
+        {"alert": alert.name, "expr": alert.expr, "for": pending_for or alert.duration,
          "labels": {"severity": alert.severity},
          "annotations": {"summary": alert.summary, "description": alert.description}}
         for alert in ALERTS]}]}
+
+
+def install_rules(rules_dir: Path, prometheus_url: str, pending_for: str | None = None,
+                  file_name: str = "skillwarden-alerts.yaml") -> Path:
+    """Load the alert rules into a running Prometheus that reads `rules_dir/*.yaml` (the local
+    stack's `prometheus_rules_dir`) and ask it to reload. Returns the file written."""
+    path = rules_dir / file_name
+    path.write_text(yaml.safe_dump(alert_rules(pending_for), sort_keys=False, width=120))
+    reload_prometheus(prometheus_url)
+    return path
+
+
+def reload_prometheus(prometheus_url: str) -> None:
+    request = urllib.request.Request(f"{prometheus_url}/-/reload", method="POST")  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        if response.status != 200:
+            raise RuntimeError(f"Prometheus refused to reload its rules: HTTP {response.status}")
 
 
 def render_files() -> dict[Path, str]:
