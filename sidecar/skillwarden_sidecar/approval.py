@@ -31,6 +31,7 @@ from skillwarden_sidecar.approval_client import (
     KubeUnavailable,
 )
 from skillwarden_sidecar.errors import Rejection
+from skillwarden_sidecar.notify import Notifier
 from skillwarden_sidecar.pipeline import ApprovalInfo, Exchange
 from skillwarden_sidecar.request_digest import request_digest
 
@@ -79,11 +80,13 @@ class ApprovalGate:
         settings: GateSettings | None = None,
         *,
         summarize: Summarize = _no_summary,
+        notifier: Notifier | None = None,
         clock: Clock = _utcnow,
     ) -> None:
         self._client = client
         self._settings = settings or GateSettings()
         self._summarize = summarize
+        self._notifier = notifier
         self._clock = clock
 
     async def lookup(self, exchange: Exchange) -> None:
@@ -249,14 +252,25 @@ class ApprovalGate:
         }
         created = await self._unavailable_guard(self._client.create(workload.namespace, body))
         self._note(exchange, created)
+        self._notify("created", created)
         return created
+
+    def _notify(self, event: str, obj: Mapping[str, Any]) -> None:
+        if self._notifier is not None:
+            self._notifier.submit(event, self._view(obj), model.spec_of(obj))
 
     async def _hold(self, exchange: Exchange, current: dict[str, Any], deadline: float) -> str:
         meta = current.get("metadata") or {}
         name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+        waited_pending = False
         while True:
             self._note(exchange, current)
             state = model.effective_state(current, self._clock())
+            if waited_pending and state in (model.APPROVED, model.DENIED):
+                # Decided while this request waited: tell the channel once, from here.
+                self._notify("decided", current)
+                waited_pending = False
+            waited_pending = waited_pending or state == model.PENDING
             if state == model.APPROVED:
                 if await self._claim(exchange, current, raise_on_loss=True):
                     return model.APPROVED

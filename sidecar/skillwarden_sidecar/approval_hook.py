@@ -7,6 +7,8 @@ Flags (each also an environment variable):
   --approval-username-prefixes P,..  SKILLWARDEN_APPROVAL_USERNAME_PREFIXES (the API server's
                                      --oidc-username-prefix, so requesters are recognised)
   --approval-max-hold-seconds N      SKILLWARDEN_APPROVAL_MAX_HOLD_SECONDS (cap on policy holds)
+  --approval-notify-url URL          SKILLWARDEN_APPROVAL_NOTIFY_URL (Slack-compatible webhook)
+  --approval-notify-secret-file F    SKILLWARDEN_APPROVAL_NOTIFY_SECRET_FILE (signs notifications)
 With approvals off, the pipeline's default refuses every `require_approval` (fail closed).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +25,7 @@ import aiohttp
 from skillwarden_sidecar.approval import ApprovalGate, GateSettings, Summarize
 from skillwarden_sidecar.approval_client import ApprovalClient, KubeAccess, KubeError
 from skillwarden_sidecar.errors import Rejection
+from skillwarden_sidecar.notify import Notifier
 from skillwarden_sidecar.pipeline import Exchange, Hooks
 
 SUMMARY_KEY_ID = "approval-summary"
@@ -51,6 +55,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=float(env("SKILLWARDEN_APPROVAL_MAX_HOLD_SECONDS", "600")),
         help="upper bound on how long a request is held for approval",
+    )
+    group.add_argument(
+        "--approval-notify-url",
+        default=env("SKILLWARDEN_APPROVAL_NOTIFY_URL", ""),
+        help="Slack-compatible webhook URL told when an approval is created or decided (empty: none)",
+    )
+    group.add_argument(
+        "--approval-notify-secret-file",
+        default=env("SKILLWARDEN_APPROVAL_NOTIFY_SECRET_FILE", ""),
+        help="file with the HMAC secret that signs notifications (X-Skillwarden-Signature)",
     )
 
 
@@ -107,21 +121,36 @@ def install(args: argparse.Namespace, config: Any, hooks: Hooks) -> None:
         max_hold_seconds=float(args.approval_max_hold_seconds),
         username_prefixes=tuple(p for p in str(args.approval_username_prefixes).split(",") if p),
     )
-    install_gate(hooks, access, settings)
+    secret = b""
+    if args.approval_notify_secret_file:
+        secret = Path(args.approval_notify_secret_file).read_bytes().strip()
+        if not secret:
+            raise ValueError(f"--approval-notify-secret-file {args.approval_notify_secret_file} is empty")
+    install_gate(hooks, access, settings, notify_url=args.approval_notify_url, notify_secret=secret)
 
 
 def install_gate(
-    hooks: Hooks, access: KubeAccess, settings: GateSettings, summarize: Summarize = masked_summary
+    hooks: Hooks,
+    access: KubeAccess,
+    settings: GateSettings,
+    summarize: Summarize = masked_summary,
+    *,
+    notify_url: str = "",
+    notify_secret: bytes = b"",
 ) -> None:
     deferred = DeferredApprovals()
     hooks.approval = deferred
 
     async def context(app: Any) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
-            deferred.attach(ApprovalGate(ApprovalClient(access, session), settings, summarize=summarize))
+            notifier = Notifier(session, notify_url, notify_secret) if notify_url else None
+            client = ApprovalClient(access, session)
+            deferred.attach(ApprovalGate(client, settings, summarize=summarize, notifier=notifier))
             try:
                 yield
             finally:
                 deferred.attach(None)
+                if notifier is not None:
+                    await notifier.aclose()
 
     hooks.contexts.append(context)

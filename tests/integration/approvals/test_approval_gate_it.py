@@ -397,3 +397,50 @@ async def test_sidecar_clock_skew_fails_closed_with_a_clear_message(
     rejection = await refused(behind.gate(make_exchange(approvals_env, unique_prompt(), ttl=1800)))
     assert rejection.status == 403 and rejection.cause == "approval_unavailable"
     assert "check the sidecar's clock" in rejection.message
+
+
+async def test_channel_is_told_on_create_and_decision_with_signed_posts(
+    approvals_env: ApprovalsEnv, session: aiohttp.ClientSession
+) -> None:
+    from aiohttp import web
+
+    from skillwarden_sidecar.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Notifier, verify_signature
+
+    secret = b"channel-secret"
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = verify_signature(
+            secret,
+            request.headers.get(TIMESTAMP_HEADER, ""),
+            body,
+            request.headers.get(SIGNATURE_HEADER, ""),
+            time.time(),
+        )
+        received.append({"ok": ok, **orjson.loads(body)})
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    notifier = Notifier(session, f"http://127.0.0.1:{port}/hook", secret)
+    gate = ApprovalGate(ApprovalClient(approvals_env.sidecar_access(), session), notifier=notifier)
+    try:
+        exchange = make_exchange(approvals_env, unique_prompt())
+        held = asyncio.create_task(gate.gate(exchange))
+        [approval] = await appears(approvals_env, gate.digest(exchange))
+        name = approval["metadata"]["name"]
+        assert await asyncio.to_thread(review_as, approvals_env, "approver", "approve", name, "ok by me") == 0
+        await asyncio.wait_for(held, 10)
+        await notifier.aclose()
+    finally:
+        await runner.cleanup()
+    assert [(r["ok"], r["skillwarden"]["event"]) for r in received] == [(True, "created"), (True, "decided")]
+    assert f"approve {name} -n {approvals_env.namespace}" in received[0]["text"]
+    assert "approver Approve: ok by me" in received[1]["text"]
+    assert "jane.doe@example.com" not in str(received)
