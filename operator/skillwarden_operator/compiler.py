@@ -12,9 +12,12 @@ operator replica produces the same bytes.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import hashlib
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from skillwarden_operator import policy_model, schema
 
@@ -65,11 +68,11 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
     invalid: dict[str, list[str]] = {}
     for policy in ordered:
         key = f"{namespace}/{policy.get('metadata', {}).get('name', '')}"
-        errors = policy_model.validate_policy(policy, min_retention_days, entities)
+        errors, spec = _validated(policy, min_retention_days, entities)
         if errors:
             invalid[key] = errors
         else:
-            valid.append((key, policy_model.normalized_spec(policy)))
+            valid.append((key, spec))
 
     grants: list[dict[str, Any]] = []
     grant_index: dict[str, dict[str, list[int]]] = {"group": defaultdict(list), "user": defaultdict(list),
@@ -118,6 +121,33 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
         "invalid": [{"policy": key, "errors": errors} for key, errors in invalid.items()],
     }
     return Compiled(document=document, invalid=invalid, included=[key for key, _ in valid])
+
+
+_VALIDATED: OrderedDict[str, tuple[list[str], dict[str, Any]]] = OrderedDict()
+_VALIDATED_MAX = 8192
+
+
+def _validated(policy: dict[str, Any], floor: int,
+               entities: frozenset[str] | None) -> tuple[list[str], dict[str, Any]]:
+    """Validation and defaulting, memoised by content: recompiling a namespace after one policy
+    changed re-validates that one policy, not all of them (RE2 compiles dominate the cost)."""
+    content = {key: policy.get(key) for key in ("apiVersion", "kind", "spec")}
+    known = sorted(entities) if entities is not None else None
+    memo_key = hashlib.sha256(orjson.dumps([content, floor, known], option=orjson.OPT_SORT_KEYS)).hexdigest()
+    cached = _VALIDATED.get(memo_key)
+    if cached is None:
+        errors = policy_model.validate_policy(policy, floor, entities)
+        cached = (errors, {} if errors else policy_model.normalized_spec(policy))
+        _VALIDATED[memo_key] = cached
+        while len(_VALIDATED) > _VALIDATED_MAX:
+            _VALIDATED.popitem(last=False)
+    else:
+        _VALIDATED.move_to_end(memo_key)
+    return list(cached[0]), cached[1]  # the compiler only reads specs: shared, never mutated
+
+
+def clear_validation_cache() -> None:
+    _VALIDATED.clear()
 
 
 def _sorted_map(entries: dict[str, list[int]]) -> dict[str, list[int]]:
