@@ -29,6 +29,9 @@ class Detector:
     # Greedy patterns over separated groups swallow a neighbour ("card card"); when a candidate
     # fails validation, shorter candidates ending before a separator are tried too.
     shrink: bool = False
+    # Bytes after which the validator never accepts a start: after a rejected candidate the search
+    # skips such positions instead of retrying each (same findings, far fewer calls).
+    no_start_after: frozenset[int] = frozenset()
     compiled: re2._Regexp = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -46,8 +49,8 @@ def compile_re2(pattern: str) -> re2._Regexp:
     return re2.compile(pattern, re2_options())
 
 
-_GH = r"gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"
-_SLACK = r"xox[abposre]-[A-Za-z0-9-]{10,250}|xapp-[0-9]-[A-Za-z0-9-]{10,250}"
+_GH = r"gh[pousr]_[A-Za-z0-9]+|github_pat_[A-Za-z0-9_]+"
+_SLACK = r"xox[abposre]-[A-Za-z0-9-]+|xapp-[0-9]-[A-Za-z0-9-]+"
 _PEM_LABEL = r"(?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?"
 
 BUILTIN_DETECTORS: tuple[Detector, ...] = (
@@ -66,15 +69,17 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[A-Za-z0-9_.=-]",
         max_len=16 * 1024,
         prefixes=("eyJ",),
+        no_start_after=V.WORD_DASH,
     ),
     Detector(
         E.API_KEY,
-        rf"sk-ant-[a-z]{{3,5}}[0-9]{{2}}-[A-Za-z0-9_-]{{32,250}}"
-        rf"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{{20,250}}|{_GH}|{_SLACK}",
+        # Unbounded repetitions keep the DFA small; the validator enforces the lengths.
+        rf"sk-ant-[a-z]{{3,5}}[0-9]{{2}}-[A-Za-z0-9_-]+|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]+|{_GH}|{_SLACK}",
         V.token,
         charset=r"[A-Za-z0-9_-]",
         max_len=272,
         prefixes=("sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "xapp-"),
+        no_start_after=V.WORD_DASH,
     ),
     Detector(
         E.AWS_ACCESS_KEY,
@@ -83,6 +88,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[A-Z0-9]",
         max_len=20,
         prefixes=("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA"),
+        no_start_after=V.WORD_DASH,
     ),
     Detector(
         E.EMAIL_ADDRESS,
@@ -91,6 +97,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[A-Za-z0-9._%+@\pL\pN-]",
         max_len=64 + 1 + 253,
         normalize="lower",
+        no_start_after=V.EMAIL_NO_START_AFTER,
     ),
     Detector(
         E.IBAN_CODE,
@@ -100,6 +107,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         max_len=42,
         normalize="compact",
         shrink=True,
+        no_start_after=V.ALNUM,
     ),
     Detector(
         E.CREDIT_CARD,
@@ -109,6 +117,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         max_len=23,
         normalize="digits",
         shrink=True,
+        no_start_after=V.DIGITS,
     ),
     Detector(
         E.US_SSN,
@@ -117,6 +126,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[0-9 -]",
         max_len=11,
         normalize="digits",
+        no_start_after=V.WORD_DASH,
     ),
     Detector(
         E.PHONE_NUMBER,
@@ -127,6 +137,7 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         max_len=26,
         normalize="digits",
         shrink=True,
+        no_start_after=V.PHONE_NO_START_AFTER,
     ),
     Detector(
         E.IP_ADDRESS,
@@ -135,5 +146,6 @@ BUILTIN_DETECTORS: tuple[Detector, ...] = (
         charset=r"[0-9A-Fa-f:.]",
         max_len=45,
         normalize="lower",
+        no_start_after=V.HEX_WORD,
     ),
 )

@@ -82,6 +82,7 @@ class Masker:
             regexp = detector.compiled._regexp
             validate = detector.validator
             rank = self._rank[detector.entity]
+            skip = detector.no_start_after
             cursor = pos
             steps = 0
             while cursor < end_of_text:
@@ -97,8 +98,8 @@ class Masker:
                     cursor = end
                 else:
                     cursor = start + 1
-                    while cursor < end_of_text and buf[cursor] & 0xC0 == 0x80:
-                        cursor += 1  # never resume inside a UTF-8 sequence
+                    while cursor < end_of_text and (buf[cursor] & 0xC0 == 0x80 or buf[cursor - 1] in skip):
+                        cursor += 1  # never resume inside a UTF-8 sequence, nor where no start is valid
                 steps += 1
                 if steps & 63 == 0 and time.monotonic() > deadline:
                     raise MaskingBudgetExceeded("masking scan exceeded its time budget")

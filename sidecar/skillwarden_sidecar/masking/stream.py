@@ -33,6 +33,7 @@ from skillwarden_sidecar.masking.spec import BUDGET_ENTITY, BUDGET_MARKER
 from skillwarden_sidecar.masking.structured import mask_json
 from skillwarden_sidecar.sse import SseEvent
 
+_UNANCHORED = re2._Anchor.UNANCHORED
 _CONTEXT_CHARS = 12  # validators look at most ten characters to the left of a candidate
 MAX_HELD_CHARS = 256 * 1024
 
@@ -41,7 +42,9 @@ MAX_HELD_CHARS = 256 * 1024
 class _HoldRule:
     suffix: re2._Regexp  # the longest run of characters a match can contain, at the end
     max_len: int
-    prefixes: tuple[str, ...]
+    prefixes: tuple[bytes, ...]
+    beginnings: frozenset[bytes] = frozenset()  # proper prefixes of the literals
+    longest: int = 0
 
 
 def _hold_rules(masker: Masker) -> tuple[_HoldRule, ...]:
@@ -50,35 +53,47 @@ def _hold_rules(masker: Masker) -> tuple[_HoldRule, ...]:
         key = (detector.charset, detector.prefixes)
         rules[key] = max(rules.get(key, 0), detector.max_len)
     return tuple(
-        _HoldRule(compile_re2(f"{charset}*\\z"), max_len, prefixes)
+        _HoldRule(compile_re2(f"{charset}*\\z"), max_len, tuple(p.encode() for p in prefixes),
+                  frozenset(p.encode()[:k] for p in prefixes for k in range(1, len(p))),
+                  max((len(p) for p in prefixes), default=0))
         for (charset, prefixes), max_len in rules.items()
     )
 
 
 def hold_back_start(rules: tuple[_HoldRule, ...], pending: str) -> int:
     """Index into `pending` from which text must wait for more input."""
-    length = len(pending)
-    start = length
+    buf = pending.encode("utf-8", "surrogatepass")
+    size = len(buf)
+    ascii_only = size == len(pending)
+    start = size  # in bytes from here on; every position used lies on a character boundary
     for rule in rules:
-        match = rule.suffix.search(pending)
-        region = max(match.start() if match else length, length - rule.max_len)
+        region = rule.suffix._regexp.Match(_UNANCHORED, buf, 0, size)[0][0]
+        if region < 0:
+            region = size
+        if len(pending) > rule.max_len:
+            bound = len(pending) - rule.max_len
+            if not ascii_only:
+                bound = len(pending[:bound].encode("utf-8", "surrogatepass"))
+            region = max(region, bound)
         if region >= start:
             continue
         if not rule.prefixes:
             start = region
             continue
-        point = length
+        point = size
         for prefix in rule.prefixes:
-            found = pending.find(prefix, region)
+            found = buf.find(prefix, region, point)
             if found != -1:
-                point = min(point, found)
-            # A beginning of the literal at the very end may still become the literal.
-            for size in range(min(len(prefix) - 1, length - region), 0, -1):
-                if length - size < point and prefix.startswith(pending[length - size :]):
-                    point = length - size
-                    break
+                point = found
+        # A beginning of a literal at the very end may still become the literal.
+        for length in range(min(rule.longest - 1, size - region), 0, -1):
+            if size - length < point and buf[size - length :] in rule.beginnings:
+                point = size - length
+                break
         start = min(start, point)
-    return start
+    if ascii_only or start == size:
+        return start if ascii_only else len(pending)
+    return len(buf[:start].decode("utf-8", "surrogatepass"))
 
 
 class TextStream:

@@ -22,6 +22,14 @@ _WORD = _ALNUM | {ord("_")}
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 _SEPARATORS = frozenset(b" .-")
 
+# Left neighbours each validator rejects (used by the engine to skip hopeless restarts).
+DIGITS = _DIGITS
+ALNUM = _ALNUM
+WORD_DASH = _WORD | {ord("-")}
+EMAIL_NO_START_AFTER = _WORD | frozenset(b".+-%")
+PHONE_NO_START_AFTER = _WORD | frozenset(b"+-.")
+HEX_WORD = _HEX | {ord("_")}
+
 
 def _before(buf: bytes, start: int) -> int:
     return buf[start - 1] if start > 0 else -1
@@ -220,7 +228,17 @@ def token(buf: bytes, start: int, end: int) -> bool:
     if _before(buf, start) in _WORD | {ord("-")} or _after(buf, end) in _WORD | {ord("-")}:
         return False
     value = buf[start:end]
-    if value.startswith(b"sk-") and not value.startswith(b"sk-ant-"):
+    if len(value) > 272:
+        return False
+    if value.startswith(b"sk-ant-"):
+        return len(value.rsplit(b"-", 1)[-1]) >= 32 or len(value) >= 60
+    if value.startswith((b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_")):
+        return len(value) >= 40
+    if value.startswith(b"github_pat_"):
+        return len(value) >= 33
+    if value.startswith((b"xox", b"xapp-")):
+        return len(value) >= 15
+    if value.startswith(b"sk-"):
         body = value[3:]
         for kind in (b"proj-", b"svcacct-", b"admin-"):
             body = body.removeprefix(kind)
