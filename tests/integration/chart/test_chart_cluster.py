@@ -91,8 +91,10 @@ def installed(bins: Binaries, stack: dict[str, Any]) -> Iterator[Installed]:
     namespace, workload = f"skw-chart-{suffix}", f"skw-team-{suffix}"
     for name in (namespace, workload):
         core.create_namespace({"metadata": {"name": name}})
+    core.create_namespaced_service_account(workload, {"metadata": {"name": "report-bot"}})
     rendered = render(bins, "--include-crds", "--set", "webhook.skillPolicies.failurePolicy=Ignore",
                       "--set", "webhook.skillApprovals.failurePolicy=Ignore",
+                      "--set-json", f'sidecar.approvalBindings={{"{workload}": ["report-bot"]}}',
                       release=RELEASE, namespace=namespace)
     try:
         _apply(bins, stack, rendered.stdout)
@@ -385,3 +387,23 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(installed: Installe
                and "cannot" in line]
     assert refused == [], "\n".join(refused)
     assert "Traceback" not in text, text[-4000:]
+
+
+def test_a_bound_workload_sidecar_may_ask_for_approvals_and_nothing_more(installed: Installed) -> None:
+    admin = k8s.CoreV1Api(_admin(installed.stack))
+    token = admin.create_namespaced_service_account_token(
+        "report-bot", installed.workload_namespace, {"spec": {"expirationSeconds": 600}}).status.token
+    sidecar = _token_client(installed.stack, token)
+    ns = installed.workload_namespace
+    for verb in ("create", "get", "list", "watch"):
+        assert _can(sidecar, verb, "skillapprovals", GROUP, ns)
+    assert _can(sidecar, "patch", "skillapprovals", GROUP, ns, subresource="status")  # mark Used
+    # Not its approvals to rewrite or delete, not other namespaces, not policies, not secrets.
+    for verb in ("update", "patch", "delete"):
+        assert not _can(sidecar, verb, "skillapprovals", GROUP, ns)
+    assert not _can(sidecar, "create", "skillapprovals", GROUP, installed.namespace)
+    assert not _can(sidecar, "list", "skillpolicies", GROUP, ns)
+    assert not _can(sidecar, "get", "secrets", "", ns)
+    k8s.CustomObjectsApi(sidecar).list_namespaced_custom_object(GROUP, VERSION, ns, "skillapprovals")
+    _forbidden(lambda: k8s.CustomObjectsApi(sidecar).list_namespaced_custom_object(
+        GROUP, VERSION, installed.namespace, "skillapprovals"))
