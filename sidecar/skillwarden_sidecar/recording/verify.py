@@ -70,7 +70,7 @@ class Version:
     key: str
     version_id: str | None  # None: found only by the plain listing
     last_modified: datetime
-    body: bytes = b""
+    body: bytes | None = None  # None: listed, but the content cannot be read
 
 
 @dataclass
@@ -99,7 +99,11 @@ def _fetch(client: Any, bucket: str, version: Version) -> None:
     arguments: dict[str, Any] = {"Bucket": bucket, "Key": version.key}
     if version.version_id:
         arguments["VersionId"] = version.version_id
-    version.body = client.get_object(**arguments)["Body"].read()
+    try:
+        version.body = client.get_object(**arguments)["Body"].read()
+    except ClientError as error:
+        if error_code(error) not in {"NoSuchKey", "NoSuchVersion", "404"}:
+            raise
 
 
 def _retention(client: Any, bucket: str, version: Version) -> dict[str, Any]:
@@ -120,6 +124,7 @@ class Verifier:
         self.now = now or datetime.now(UTC)
         self.findings: list[Finding] = []
         self.streams: dict[str, dict[str, Any]] = {}
+        self._vanished: set[str] = set()
 
     def add(self, code: str, message: str, **where: Any) -> None:
         self.findings.append(Finding(code, message, **where))
@@ -140,6 +145,7 @@ class Verifier:
                                     f"{error}") from None
         except BotoCoreError as error:
             raise VerifyConfigError(f"cannot reach the S3 endpoint: {error}") from None
+        self._drop_vanished(streams)
         digest_hashes: dict[str, dict[int, str]] = {}
         for stream, state in sorted(streams.items()):
             digest_hashes[stream] = self._verify_stream(stream, state)
@@ -177,6 +183,22 @@ class Verifier:
                 streams[parsed.stream].digests[parsed.number] = found
         return streams, all_versions
 
+    def _drop_vanished(self, streams: dict[str, StreamState]) -> None:
+        """A listed version whose bytes are gone was deleted around the S3 API (back door)."""
+        for stream, state in streams.items():
+            for table in (state.records, state.digests):
+                for name, found in list(table.items()):
+                    readable = [v for v in found if v.body is not None]
+                    for version in found:
+                        if version.body is None:
+                            self._vanished.add(version.key)
+                            self.add("object_missing", "listed, but its content is gone (deleted around the "
+                                     "S3 API)", stream=stream, key=version.key, version_id=version.version_id)
+                    if readable:
+                        table[name] = readable  # type: ignore[index]
+                    else:
+                        del table[name]  # type: ignore[arg-type]
+
     # -- one stream ----------------------------------------------------------------------------------
     def _verify_stream(self, stream: str, state: StreamState) -> dict[int, str]:
         digests, digest_hashes, listed = self._verify_digests(stream, state)
@@ -185,11 +207,11 @@ class Verifier:
             key = layout.object_key(self.prefix, stream, name)
             parsed = layout.parse_local_name(name)
             chosen = self._choose(state.records[name], listed.get(name))
-            if name in listed and hashlib.sha256(chosen.body).hexdigest() != listed[name]:
+            if name in listed and hashlib.sha256(chosen.body or b"").hexdigest() != listed[name]:
                 self.add("object_modified", "object bytes differ from the SHA-256 its signed digest lists",
                          stream=stream, key=key)
             seqs: list[int] = []
-            for number, line in enumerate(chosen.body.splitlines(keepends=True), 1):
+            for number, line in enumerate((chosen.body or b"").splitlines(keepends=True), 1):
                 try:
                     decoded = decode_line(line)
                 except MalformedEntry as error:
@@ -213,6 +235,8 @@ class Verifier:
                     self.add("seq_mismatch", f"object named for {parsed.first}..{parsed.last} holds "
                              f"sequence numbers {seqs[:3]}...", stream=stream, key=key)
         for name in sorted(set(listed) - set(state.records)):
+            if layout.object_key(self.prefix, stream, name) in self._vanished:
+                continue
             self.add("object_missing", "a signed digest lists this object but the bucket does not have it",
                      stream=stream, key=layout.object_key(self.prefix, stream, name))
         self._verify_chain(stream, entries, digests)
@@ -221,7 +245,7 @@ class Verifier:
     @staticmethod
     def _choose(found: list[Version], listed_sha: str | None) -> Version:
         for version in found:
-            if listed_sha and hashlib.sha256(version.body).hexdigest() == listed_sha:
+            if listed_sha and hashlib.sha256(version.body or b"").hexdigest() == listed_sha:
                 return version
         return found[0]
 
@@ -233,7 +257,7 @@ class Verifier:
         expected_n, prev_hash, final_at = 1, None, None
         for number in sorted(state.digests):
             key = layout.object_key(self.prefix, stream, layout.digest_name(number))
-            body = self._choose(state.digests[number], None).body
+            body = self._choose(state.digests[number], None).body or b""
             try:
                 document = json.loads(body)
                 if document.get("type") != DIGEST_TYPE or document.get("n") != number or \
