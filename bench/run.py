@@ -178,9 +178,9 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict
                     arm[f"cpu_ms_per_request_{c}"] = median([r[key]["cpu_ms_per_request"] for r in rows])
             elif key == "sse_events":
                 arm["sse_events_per_s"] = median([r[key]["rps"] * 500 for r in rows])
-                if "cpu_ms_per_request" in rows[0][key]:
-                    arm["sse_cpu_us_per_event"] = median(
-                        [r[key]["cpu_ms_per_request"] * 1000 / 500 for r in rows])
+                arm["sse_cpu_us_per_event"] = median(
+                    [r[key]["cpu_ms_per_request"] * 1000 / 500 for r in rows
+                     if r[key].get("cpu_ms_per_request") is not None])
             elif key.startswith("ttft_"):
                 samples = [s for r in rows for s in r[key]["ttft_ms"]]
                 arm[f"{key}_p50_ms"] = load.percentile(samples, 50)
@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or 2.0
     out_path = args.out or RESULTS / ("quick.json" if quick else "full.json")
     pinned = pin_self()
+    load_before = os.getloadavg()
     started = time.monotonic()
     factories = arm_factories(policy_rules=10)
 
@@ -337,19 +338,25 @@ def main(argv: list[str] | None = None) -> int:
                     running.append(factories[name](upstream, work))
                 bench = Bench(running, seconds)
                 idle: dict[str, float] = {}
+                idle_processes: dict[str, dict[str, dict[str, float]]] = {}
                 for arm in running:  # warm up caches, pools and JITs before anything counts
                     check_arm(arm)
                     bench.wrk(arm, request_body(), 16, 1.0)
                     if arm.pids():
                         idle[arm.name] = arms_mod.memory_kib(arm.pids(), "VmRSS") / 1024
+                        idle_processes[arm.name] = arm.describe()
                 results = [run_round(bench, i, quick) for i in range(rounds)]
                 grown = growth(bench, seconds) if not (quick or args.no_growth) else None
+                # Raw measurements first: a bug in the summary must not cost a 5-minute run.
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_text(json.dumps({"rounds": results, "growth": grown}, default=str))
                 summary = summarise(results, names)
                 for arm in running:
                     if arm.pids():
                         summary[arm.name]["rss_idle_mib"] = idle[arm.name]
                         summary[arm.name]["rss_peak_mib"] = arms_mod.memory_kib(arm.pids(), "VmHWM") / 1024
                         summary[arm.name]["processes"] = arm.describe()
+                        summary[arm.name]["processes_idle"] = idle_processes[arm.name]
                     if arm.wiring:
                         summary[arm.name]["wiring"] = arm.wiring
             finally:
@@ -361,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
+        # Load averages tell whether other work shared the cores: ratios survive it, absolutes don't.
         "machine": {"cpus": os.cpu_count(), "pinned": pinned, "python": platform.python_version(),
-                    "kernel": platform.release()},
+                    "kernel": platform.release(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg()},
         "settings": {"rounds": rounds, "seconds": seconds, "arms": names,
                      "prompt_bytes": 1024, "models": MODELS},
         "summary": summary, "ratios": ratios(summary), "rounds": results,

@@ -68,7 +68,9 @@ class JwksCache:
         stale = self._fetched_at is None or now - self._fetched_at > self._ttl
         if kid in self._keys and not stale:
             return self._keys[kid]
-        if self._may_fetch(now):
+        # A fetch already in flight: wait for it instead of answering "unknown key" from the
+        # still-empty cache (a burst at start-up otherwise got 401s for valid tokens).
+        if self._may_fetch(now) or self._lock.locked():
             await self._refresh()
         return self._keys.get(kid)
 
