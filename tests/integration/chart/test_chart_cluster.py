@@ -95,6 +95,8 @@ def installed(bins: Binaries, stack: dict[str, Any]) -> Iterator[Installed]:
     rendered = render(bins, "--include-crds", "--set", "webhook.skillPolicies.failurePolicy=Ignore",
                       "--set", "webhook.skillApprovals.failurePolicy=Ignore",
                       "--set-json", f'sidecar.approvalBindings={{"{workload}": ["report-bot"]}}',
+                      "--set-json",
+                      f'approvals.reviewerBindings={{"{workload}": {{"groups": ["finance-leads"]}}}}',
                       release=RELEASE, namespace=namespace)
     try:
         _apply(bins, stack, rendered.stdout)
@@ -407,3 +409,22 @@ def test_a_bound_workload_sidecar_may_ask_for_approvals_and_nothing_more(install
     k8s.CustomObjectsApi(sidecar).list_namespaced_custom_object(GROUP, VERSION, ns, "skillapprovals")
     _forbidden(lambda: k8s.CustomObjectsApi(sidecar).list_namespaced_custom_object(
         GROUP, VERSION, installed.namespace, "skillapprovals"))
+
+
+def test_reviewer_binding_lets_the_approver_group_review_and_nobody_else(installed: Installed) -> None:
+    ns = installed.workload_namespace
+    kubeconfigs = installed.stack["kubeconfigs"]
+    approver = k8s_config.new_client_from_config(config_file=kubeconfigs["approver"])  # finance-leads
+    outsider = k8s_config.new_client_from_config(config_file=kubeconfigs["outsider"])
+    requester = k8s_config.new_client_from_config(config_file=kubeconfigs["requester"])  # finance-analysts
+    for verb in ("get", "list", "watch"):
+        assert _can(approver, verb, "skillapprovals", GROUP, ns)
+    assert _can(approver, "patch", "skillapprovals", GROUP, ns, subresource="status")
+    assert not _can(approver, "patch", "skillapprovals", GROUP, ns)  # the request itself is immutable
+    assert not _can(approver, "delete", "skillapprovals", GROUP, ns)
+    assert not _can(approver, "patch", "skillapprovals", GROUP, installed.namespace, subresource="status")
+    for user in (outsider, requester):
+        assert not _can(user, "patch", "skillapprovals", GROUP, ns, subresource="status")
+        _forbidden(lambda user=user: k8s.CustomObjectsApi(user).list_namespaced_custom_object(
+            GROUP, VERSION, ns, "skillapprovals"))
+    k8s.CustomObjectsApi(approver).list_namespaced_custom_object(GROUP, VERSION, ns, "skillapprovals")
