@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -171,14 +172,19 @@ class _AnthropicErrorRequestHandler(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
-        if exc is not None and status != 500:
-            log.info("rejected malformed HTTP request: %s", type(exc).__name__)
-        elif exc is not None:
-            log.error("internal error: %s", type(exc).__name__)
-        text = "malformed HTTP request" if status < 500 else "internal error in skillwarden sidecar"
-        if status in {400, 413, 431} and exc is not None and "too long" in str(exc).lower():
-            text = "request header too large"
-            status = 431
+        if status >= 500:
+            log.error("internal error: %s", type(exc).__name__ if exc else "unknown")
+            text = "internal error in skillwarden sidecar"
+        elif isinstance(exc, LineTooLong):
+            status, text = 431, "request line or a header is larger than this sidecar accepts"
+        elif isinstance(exc, BadHttpMethod):
+            text = "not an HTTP request"
+        elif exc is not None and "header" in str(exc).lower():
+            text = "malformed or too many HTTP headers"
+        else:
+            text = "malformed HTTP request"
+        if 400 <= status < 500:
+            log.info("rejected malformed HTTP request: %s", type(exc).__name__ if exc else "unknown")
         response = web.Response(status=status, body=error_body(ERROR_TYPES.get(status, "api_error"), text),
                                 content_type="application/json")
         response.force_close()

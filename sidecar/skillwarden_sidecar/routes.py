@@ -55,6 +55,8 @@ def _segments(raw_path: str) -> list[str]:
         raise bad_request("request path too long", "bad_path")
     if not raw_path.startswith("/"):
         raise bad_request("request path must be absolute", "bad_path")
+    if raw_path == "/":
+        raise not_found("route not allowed through skillwarden")
     parts = raw_path[1:].split("/")
     if raw_path.endswith("/") and raw_path != "/":
         parts = parts[:-1]

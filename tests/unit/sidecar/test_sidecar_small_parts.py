@@ -1,0 +1,89 @@
+"""Credentials, metric label bounds, credential extraction, error bodies, stream rebuilding."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from skillwarden_devstack.fake_claude import build_message, stream_events
+from skillwarden_sidecar.credentials import ProviderKey, ProviderKeyError
+from skillwarden_sidecar.errors import Rejection
+from skillwarden_sidecar.identity import presented_token
+from skillwarden_sidecar.message_stream import MessageAccumulator
+from skillwarden_sidecar.metrics import BoundedLabel
+from skillwarden_sidecar.sse import SseDecoder
+
+
+def test_provider_key_rereads_on_change_and_never_shows_itself(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("sk-ant-one\n")
+    key = ProviderKey(path)
+    assert key.get() == "sk-ant-one"
+    path.write_text("sk-ant-two-longer")
+    os.utime(path, ns=(1, 1))
+    assert key.get() == "sk-ant-two-longer"
+    assert "sk-ant" not in repr(key)
+    path.write_text("")
+    with pytest.raises(ProviderKeyError) as empty:
+        key.get()
+    assert "sk-ant" not in str(empty.value)
+    path.unlink()
+    assert not key.readable()
+
+
+def test_bounded_label() -> None:
+    label = BoundedLabel(2)
+    assert [label(v) for v in ("a", "b", "c", "a", "", "bad label!", "x" * 100)] == \
+        ["a", "b", "other", "a", "none", "other", "other"]
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, None),
+    ({"x-api-key": "sk-ant-placeholder"}, None),
+    ({"Authorization": "Bearer sk-ant-placeholder"}, None),
+    ({"Authorization": "Bearer eyJa.eyJb.sig"}, "eyJa.eyJb.sig"),
+    ({"x-api-key": "eyJa.eyJb.sig"}, "eyJa.eyJb.sig"),
+    ({"x-api-key": "eyJa.eyJb."}, "eyJa.eyJb."),  # unsigned: still a token (and refused later)
+    ({"Authorization": "Bearer eyJa.eyJb.sig", "x-api-key": "eyJa.eyJb.sig"}, "eyJa.eyJb.sig"),
+])
+def test_presented_token(headers: dict[str, str], expected: str | None) -> None:
+    assert presented_token(headers) == expected
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": "Bearer"},
+                                     {"Authorization": "Bearer eyJa.eyJb.x", "x-api-key": "eyJc.eyJd.y"}])
+def test_presented_token_refusals(headers: dict[str, str]) -> None:
+    with pytest.raises(Rejection) as refused:
+        presented_token(headers)
+    assert refused.value.status == 401
+
+
+def test_error_body_format() -> None:
+    body = orjson.loads(Rejection(413, "too big", cause="too_large").body())
+    assert body == {"type": "error", "error": {"type": "request_too_large", "message": "too big"}}
+
+
+@pytest.mark.parametrize("request_body", [
+    {"messages": [{"role": "user", "content": "plain text, with ünïcödé 𝄞"}]},
+    {"messages": [{"role": "user", "content": "weather?"}], "tools": [{"name": "get_weather"}]},
+    {"messages": [{"role": "user", "content": "think"}],
+     "thinking": {"type": "enabled", "budget_tokens": 1024}},
+    {"messages": [{"role": "user", "content": "xlsx"}],
+     "container": {"skills": [{"type": "anthropic", "skill_id": "xlsx"}]}},
+])
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_accumulator_rebuilds_the_message_from_any_chunking(request_body: dict[str, Any], chunk: int) -> None:
+    message = build_message(request_body)
+    wire = b"".join(f"event: {n}\ndata: {orjson.dumps(d).decode()}\n\n".encode()
+                    for n, d in stream_events(message))
+    decoder, accumulator = SseDecoder(), MessageAccumulator()
+    for i in range(0, len(wire), chunk):
+        for event in decoder.feed(wire[i:i + chunk]):
+            accumulator.add(event)
+    for event in decoder.close():
+        accumulator.add(event)
+    assert accumulator.message == message
