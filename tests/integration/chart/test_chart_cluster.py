@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import REPO, render
+from chart_helpers import CHART, REPO, helm, render
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -428,3 +428,37 @@ def test_reviewer_binding_lets_the_approver_group_review_and_nobody_else(install
         _forbidden(lambda user=user: k8s.CustomObjectsApi(user).list_namespaced_custom_object(
             GROUP, VERSION, ns, "skillapprovals"))
     k8s.CustomObjectsApi(approver).list_namespaced_custom_object(GROUP, VERSION, ns, "skillapprovals")
+
+
+def test_helm_install_and_uninstall_against_the_real_api_server(bins: Binaries,
+                                                               stack: dict[str, Any]) -> None:
+    """The user's path: `helm install` refuses missing values with the message, then installs (the
+    cluster's own version satisfies kubeVersion) and uninstalls cleanly."""
+    namespace = f"skw-helm-{uuid.uuid4().hex[:6]}"
+    kubeconfig = ("--kubeconfig", stack["kubeconfigs"]["admin"])
+    refused = helm(bins, "install", "helmit", str(CHART), "-n", namespace, "--create-namespace",
+                   *kubeconfig)
+    assert refused.returncode != 0
+    assert "providerKey.secretName is required" in refused.stderr
+    admission = k8s.AdmissionregistrationV1Api(_admin(stack))
+    with pytest.raises(ApiException):
+        admission.read_mutating_webhook_configuration("helmit-skillwarden-mutating")
+    installed = helm(bins, "install", "helmit", str(CHART), "-n", namespace, "--create-namespace",
+                     *kubeconfig, "--set", "providerKey.secretName=anthropic-api-key",
+                     "--set", "webhook.skillPolicies.failurePolicy=Ignore",
+                     "--set", "webhook.skillApprovals.failurePolicy=Ignore",
+                     "--set", "metrics.prometheusRule.enabled=true")
+    try:
+        assert installed.returncode == 0, installed.stderr
+        assert "STATUS: deployed" in installed.stdout
+        # No Prometheus Operator here: the rule is skipped and the notes say so.
+        assert "does not serve\nmonitoring.coreos.com/v1" in installed.stdout
+        hook = admission.read_mutating_webhook_configuration("helmit-skillwarden-mutating")
+        assert hook.webhooks[0].client_config.service.namespace == namespace
+    finally:
+        removed = helm(bins, "uninstall", "helmit", "-n", namespace, *kubeconfig)
+        k8s.CoreV1Api(_admin(stack)).delete_namespace(namespace)
+    assert removed.returncode == 0, removed.stderr
+    with pytest.raises(ApiException) as gone:
+        admission.read_mutating_webhook_configuration("helmit-skillwarden-mutating")
+    assert gone.value.status == 404
