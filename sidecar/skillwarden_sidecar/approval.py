@@ -251,9 +251,21 @@ class ApprovalGate:
             "spec": self._spec(exchange, digest, config),
         }
         created = await self._unavailable_guard(self._client.create(workload.namespace, body))
+        created = await self._initialise_status(created)
         self._note(exchange, created)
         self._notify("created", created)
         return created
+
+    async def _initialise_status(self, created: dict[str, Any]) -> dict[str, Any]:
+        # The API server drops `status` on create; writing Pending makes `kubectl get` show it.
+        # Cosmetic: a missing state already reads as Pending everywhere, so failures are ignored.
+        meta = created.get("metadata") or {}
+        try:
+            return await self._client.patch_status(
+                str(meta.get("namespace")), str(meta.get("name")), {"status": {"state": model.PENDING}}
+            )
+        except (KubeRefused, KubeUnavailable):
+            return created
 
     def _notify(self, event: str, obj: Mapping[str, Any]) -> None:
         if self._notifier is not None:

@@ -91,7 +91,8 @@ async def test_approver_approves_with_a_reason_and_is_named_by_the_server(
 
 
 def test_cli_runs_as_the_installed_command_and_kubectl_plugin(approvals_env: ApprovalsEnv) -> None:
-    for command in (["skillwarden"], ["kubectl-skillwarden"]):
+    kubectl = approvals_env.stack["binaries"]["kubectl"]
+    for command in (["skillwarden"], ["kubectl-skillwarden"], [kubectl, "skillwarden"]):
         result = subprocess.run(
             [
                 *command,
