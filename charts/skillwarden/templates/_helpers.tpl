@@ -116,10 +116,19 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* clientConfig.service for one webhook entry: (dict "ctx" $ "path" "/handler-id"). */}}
+{{/* clientConfig for one webhook entry: (dict "ctx" $ "path" "/handler-id"). */}}
 {{- define "skillwarden.webhookClient" -}}
-name: {{ include "skillwarden.webhookService" .ctx }}
-namespace: {{ .ctx.Release.Namespace }}
-path: {{ .path }}
-port: 443
+{{- $w := .ctx.Values.webhook -}}
+{{- if $w.externalUrl -}}
+url: {{ printf "%s%s" (trimSuffix "/" $w.externalUrl) .path | quote }}
+{{- else -}}
+service:
+  name: {{ include "skillwarden.webhookService" .ctx }}
+  namespace: {{ .ctx.Release.Namespace }}
+  path: {{ .path }}
+  port: 443
+{{- end }}
+{{- with $w.caBundle }}
+caBundle: {{ . }}
+{{- end }}
 {{- end -}}

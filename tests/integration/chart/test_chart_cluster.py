@@ -4,6 +4,9 @@ the operator needs and nothing else."""
 
 from __future__ import annotations
 
+import base64
+import copy
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -18,10 +21,13 @@ from typing import Any
 import pytest
 import yaml
 from chart_helpers import CHART, REPO, helm, render
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from skillwarden_devstack import pki
 from skillwarden_devstack.processes import free_port
 from skillwarden_devstack.tools import Binaries
 
@@ -308,10 +314,25 @@ def _wait(condition: Callable[[], bool], seconds: float, what: str, log: Path) -
                          f"operator log:\n{log.read_text()[-4000:]}")
 
 
-def test_the_real_operator_works_with_exactly_the_chart_rbac(installed: Installed, tmp_path: Path) -> None:
+def _serving_cert(stack: dict[str, Any], directory: Path) -> Path:
+    """What cert-manager would mount: tls.crt/tls.key for 127.0.0.1 from the stack's dev CA."""
+    ca = x509.load_pem_x509_certificate(Path(stack["ca_cert"]).read_bytes())
+    ca_key = serialization.load_pem_private_key(Path(stack["ca_key"]).read_bytes(), password=None)
+    cert, key = pki.issue_serving_cert(ca, ca_key, ["127.0.0.1"], dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
+    directory.mkdir()
+    pki.write_cert(cert, directory / "tls.crt")
+    (directory / "tls.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (directory / "ca.crt").write_bytes(Path(stack["ca_cert"]).read_bytes())
+    return directory
+
+
+def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, installed: Installed,
+                                                             tmp_path: Path) -> None:
     """`skillwarden operator`, configured by the rendered Deployment's env and ConfigMap and
-    authenticated as the chart's ServiceAccount, compiles a SkillPolicy and serves its bundle
-    without a single refused API call."""
+    authenticated as the chart's ServiceAccount, answers admission through the chart's own webhook
+    configurations (re-rendered with webhook.externalUrl, failurePolicy Fail), compiles a
+    SkillPolicy and serves its bundle, without a single refused API call."""
     token = installed.operator.configuration.api_key["authorization"].removeprefix("Bearer ")
     kubeconfig = tmp_path / "operator.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
@@ -327,6 +348,14 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(installed: Installe
     injection = tmp_path / "injection.json"
     injection.write_text(configmap["data"]["injection.json"])
     bundle_port, webhook_port = free_port(), free_port()
+    cert_dir = _serving_cert(installed.stack, tmp_path / "webhook-tls")
+    ca_bundle = base64.b64encode(Path(installed.stack["ca_cert"]).read_bytes()).decode()
+    external = render(bins, "--set", f"webhook.externalUrl=https://127.0.0.1:{webhook_port}",
+                      "--set", f"webhook.caBundle={ca_bundle}",
+                      release=RELEASE, namespace=installed.namespace)
+    hooks = [d for d in external.documents if d["kind"].endswith("WebhookConfiguration")]
+    assert {d["metadata"]["name"] for d in hooks} == {installed.fullname("mutating"),
+                                                       installed.fullname("validating")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKILLWARDEN_")}
     env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
     env.update({
@@ -338,6 +367,8 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(installed: Installe
         "SKILLWARDEN_OPERATOR_WEBHOOK_ADDR": "127.0.0.1",
         "SKILLWARDEN_OPERATOR_WEBHOOK_PORT": str(webhook_port),
         "SKILLWARDEN_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
+        # The test plays cert-manager: a mounted certificate, no in-process rotation.
+        "SKILLWARDEN_OPERATOR_WEBHOOK_CERT_DIR": str(cert_dir), "SKILLWARDEN_CERT_MODE": "external",
     })
     log = tmp_path / "operator.log"
     with log.open("wb") as out:
@@ -347,9 +378,26 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(installed: Installe
     try:
         _wait(lambda: urllib.request.urlopen(f"{base}/healthz", timeout=2).status == 200, 60,
               "the operator's /healthz", log)
+        _apply(bins, installed.stack, yaml.safe_dump_all(hooks))
         policy = yaml.safe_load((REPO / "examples" / "skillpolicy-finance.yaml").read_text())
-        policy["metadata"] = {"name": "chart-operator", "namespace": installed.workload_namespace}
         admin = k8s.CustomObjectsApi(_admin(installed.stack))
+        # Admission through the chart's ValidatingWebhookConfiguration: RE2 has no look-behind.
+        invalid = copy.deepcopy(policy)
+        invalid["metadata"] = {"name": "chart-invalid", "namespace": installed.workload_namespace}
+        invalid["spec"]["rules"][0]["when"]["promptMatches"] = ["(?<=secret)key"]
+
+        def refused_by_the_operator() -> bool:
+            try:
+                admin.create_namespaced_custom_object(GROUP, VERSION, installed.workload_namespace,
+                                                      "skillpolicies", invalid, dry_run="All")
+            except ApiException as error:
+                # The operator's own message (a CRD schema cannot judge RE2), naming the field.
+                body = str(error.body)
+                return error.status == 422 and "promptMatches[0]: not a valid RE2 pattern" in body
+            return False
+
+        _wait(refused_by_the_operator, 30, "the chart's policy webhook to reach the operator", log)
+        policy["metadata"] = {"name": "chart-operator", "namespace": installed.workload_namespace}
         admin.create_namespaced_custom_object(GROUP, VERSION, installed.workload_namespace,
                                               "skillpolicies", policy)
 
@@ -376,6 +424,10 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(installed: Installe
 
         _wait(counted, 30, "the ready policy in the operator's metrics", log)
     finally:
+        # failurePolicy Fail towards a process about to stop: remove before anything else runs.
+        admission = k8s.AdmissionregistrationV1Api(_admin(installed.stack))
+        admission.delete_mutating_webhook_configuration(installed.fullname("mutating"))
+        admission.delete_validating_webhook_configuration(installed.fullname("validating"))
         process.terminate()
         try:
             process.wait(timeout=20)
