@@ -127,7 +127,8 @@ def entry_of(seq: int, kind: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_ocsf_view_of_an_allowed_and_a_denied_exchange() -> None:
-    event = to_ocsf(entry_of(2, "request", request_record("ex-1")), entry_of(3, "response", response_record("ex-1")))
+    event = to_ocsf(entry_of(2, "request", request_record("ex-1")),
+                    entry_of(3, "response", response_record("ex-1")))
     assert (event["class_uid"], event["category_uid"], event["activity_id"], event["type_uid"]) == (
         6003, 6, 1, 600301)
     assert (event["status_id"], event["action"], event["severity_id"]) == (1, "Allowed", 1)
