@@ -163,6 +163,10 @@ class Upstream:
                 accumulated.add(event)
             if tail:
                 await response.write(b"".join(e.encode() for e in tail))
+        except ConnectionError:
+            # The client went away (without handler cancellation): stop reading the upstream.
+            exchange.error = "client_disconnected"
+            return response
         except (aiohttp.ClientError, TimeoutError, SseError) as error:
             # Headers are gone already: tell the client in-band, as Anthropic does mid-stream.
             exchange.error = "upstream_stream_interrupted"
