@@ -120,11 +120,13 @@ async def policy_deleted(**kwargs: Any) -> None:
     await reconcile_namespace(_state(kwargs["memo"]), kwargs["namespace"])
 
 
-@kopf.on.event("", "v1", "namespaces")
+def _serves_namespace(**kwargs: Any) -> bool:
+    return _state(kwargs["memo"]).store.get(kwargs["name"]) is not None
+
+
+@kopf.on.event("", "v1", "namespaces", when=_serves_namespace)
 async def namespace_event(**kwargs: Any) -> None:
     state, name = _state(kwargs["memo"]), kwargs["name"]
-    if state.store.get(name) is None:
-        return
     if kwargs["type"] == "DELETED" or kwargs["body"].get("metadata", {}).get("deletionTimestamp"):
         await reconcile_namespace(state, name)
 
