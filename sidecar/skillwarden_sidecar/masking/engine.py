@@ -74,7 +74,8 @@ class Masker:
         if not hits:
             return []
         if deadline is None:
-            deadline = time.monotonic() + self.spec.max_scan_seconds
+            # CPU time of this thread: the budget bounds work, not the machine's other load.
+            deadline = time.thread_time() + self.spec.max_scan_seconds
         candidates: list[tuple[int, int, int, int, Detector]] = []
         end_of_text = len(buf)
         for index in sorted(hits):
@@ -101,9 +102,9 @@ class Masker:
                     while cursor < end_of_text and (buf[cursor] & 0xC0 == 0x80 or buf[cursor - 1] in skip):
                         cursor += 1  # never resume inside a UTF-8 sequence, nor where no start is valid
                 steps += 1
-                if steps & 63 == 0 and time.monotonic() > deadline:
+                if steps & 63 == 0 and time.thread_time() > deadline:
                     raise MaskingBudgetExceeded("masking scan exceeded its time budget")
-        if time.monotonic() > deadline:
+        if time.thread_time() > deadline:
             raise MaskingBudgetExceeded("masking scan exceeded its time budget")
         candidates.sort(key=lambda c: (c[0], c[1], c[2]))
         chosen: list[tuple[int, int, Detector]] = []
@@ -158,13 +159,20 @@ class Masker:
 
 
 _SEPARATORS = frozenset(b" .-()")
+_SHRINK_TRIES = 4
 
 
 def _shrink(buf: bytes, start: int, end: int, validate: Validator) -> int:
-    """The longest shorter candidate that validates, ending just before a separator; else `start`."""
+    """The longest shorter candidate that validates, ending just before one of the last few
+    separators (a greedy match swallows at most a group or two of its neighbour); else `start`."""
+    tries = 0
     for cut in range(end - 1, start, -1):
-        if buf[cut] in _SEPARATORS and buf[cut - 1] not in _SEPARATORS and validate(buf, start, cut):
-            return cut
+        if buf[cut] in _SEPARATORS and buf[cut - 1] not in _SEPARATORS:
+            if validate(buf, start, cut):
+                return cut
+            tries += 1
+            if tries == _SHRINK_TRIES:
+                break
     return start
 
 

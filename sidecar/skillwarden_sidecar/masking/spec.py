@@ -30,7 +30,8 @@ class MaskingSpec:
     custom: list[CustomPattern] = field(default_factory=list)
     hmac_key: bytes = b""
     hmac_key_id: str = ""
-    # Budgets: a text larger than max_text_bytes, or a scan slower than max_scan_seconds, is not
+    # Budgets: a text larger than max_text_bytes, or a scan using more than max_scan_seconds of CPU
+    # time (the thread's, so load elsewhere on the machine does not count), is not
     # half-masked: with on_budget="mask" the whole text becomes BUDGET_MARKER (fail closed), with
     # on_budget="raise" the caller gets MaskingBudgetExceeded.
     max_text_bytes: int = 8 * 1024 * 1024

@@ -124,6 +124,8 @@ class TextStream:
         context = self._context
         buf = (context + pending).encode("utf-8", "surrogatepass")
         try:
+            if len(buf) > self._masker.spec.max_text_bytes:
+                raise MaskingBudgetExceeded(f"a delta of {len(buf)} bytes exceeds the masking budget")
             spans = self._masker.find_bytes(buf, len(context.encode("utf-8", "surrogatepass")))
         except MaskingBudgetExceeded:
             if self._masker.spec.on_budget == "raise":

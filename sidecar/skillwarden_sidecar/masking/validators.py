@@ -51,11 +51,6 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _separators_consistent(value: str, digits_only: str) -> bool:
-    separators = {c for c in value if not c.isdigit()}
-    return len(separators) <= 1
-
-
 _CARD_PREFIXES = ("4", "5", "2", "34", "37", "36", "38", "30", "35", "6")
 
 
@@ -70,23 +65,31 @@ def _iban_shaped_prefix(buf: bytes, start: int) -> bool:
     return False
 
 
+# Grouped card length -> where its separators are (4-4-4-4, 4-4-4-4-3, 4-6-5, 4-6-4).
+_CARD_GAPS: dict[int, tuple[int, ...]] = {19: (4, 9, 14), 23: (4, 9, 14, 19), 17: (4, 11), 16: (4, 11)}
+
+
 def credit_card(buf: bytes, start: int, end: int) -> bool:
+    # Cheapest checks first: pathological digit runs produce a candidate per position.
     if _before(buf, start) in _DIGITS or _after(buf, end) in _DIGITS:
+        return False
+    value = buf[start:end]
+    digits = value.translate(None, b" .-")
+    if not 13 <= len(digits) <= 19:
+        return False
+    if len(digits) != len(value):
+        if len(set(value.translate(None, b"0123456789"))) > 1:
+            return False  # mixed separators
+        # Grouped cards come as 4-4-4-4(-3), 4-6-5 (Amex) or 4-6-4 (Diners).
+        gaps = _CARD_GAPS.get(len(value))
+        if gaps is None or any(value[i] in _DIGITS for i in gaps) or len(digits) + len(gaps) != len(value):
+            return False
+    text = digits.decode("ascii")
+    if len(set(text)) == 1 or not text.startswith(_CARD_PREFIXES):
         return False
     if _iban_shaped_prefix(buf, start):
         return False  # the account part of an IBAN-shaped string (with a wrong checksum)
-    value = buf[start:end].decode("ascii")
-    digits = "".join(c for c in value if c.isdigit())
-    if not 13 <= len(digits) <= 19 or not _separators_consistent(value, digits):
-        return False
-    if len(set(digits)) == 1 or not digits.startswith(_CARD_PREFIXES):
-        return False
-    if value != digits:
-        # Grouped cards come as 4-4-4-4(-3), 4-6-5 (Amex) or 4-6-4 (Diners).
-        groups = [len(g) for g in value.replace("-", " ").replace(".", " ").split(" ")]
-        if groups not in ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 6, 5], [4, 6, 4]):
-            return False
-    return luhn_ok(digits)
+    return luhn_ok(text)
 
 
 # ISO 13616 lengths per country (the common registry entries).
@@ -132,7 +135,7 @@ def us_ssn(buf: bytes, start: int, end: int) -> bool:
         return False
     value = buf[start:end].decode("ascii")
     digits = "".join(c for c in value if c.isdigit())
-    if len(digits) != 9 or not _separators_consistent(value, digits):
+    if len(digits) != 9 or len({c for c in value if not c.isdigit()}) > 1:
         return False
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     if area in {"000", "666"} or area[0] == "9" or group == "00" or serial == "0000":
