@@ -153,6 +153,9 @@ BAD_VALUES: list[tuple[tuple[str, ...], str]] = [
     ((*_KEY, "--set", "webhook.pods.failurePolicy=fail"), "/webhook/pods/failurePolicy"),
     ((*_KEY, "--set", "certificates.mode=self-signed"), "/certificates/mode"),
     ((*_KEY, "--set", "operator.replica=3"), "additional properties 'replica' not allowed"),
+    ((*_KEY, "--set", "operator.serviceAccount.create=false"),
+     "operator.serviceAccount.name must name an existing ServiceAccount"),
+    ((*_KEY, "--set", "webhook.externalUrl=http://127.0.0.1:9443"), "/webhook/externalUrl"),
 ]
 
 
@@ -168,3 +171,17 @@ def test_missing_provider_key_is_fine_when_injection_is_off(bins: Binaries) -> N
     out = render(bins, "--set", "webhook.pods.enabled=false", base=())
     webhooks = out.one("MutatingWebhookConfiguration")["webhooks"]
     assert all(w["rules"][0]["resources"] != ["pods"] for w in webhooks)
+
+
+def test_hard_anti_affinity_and_existing_service_account(bins: Binaries) -> None:
+    out = render(bins, "--set", "operator.antiAffinity=hard", "--set", "operator.replicas=3",
+                 "--set", "operator.serviceAccount.create=false", "--set", "operator.serviceAccount.name=ops")
+    spec = out.one("Deployment")["spec"]
+    assert spec["replicas"] == 3
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    required = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert spec["template"]["spec"]["serviceAccountName"] == "ops"
+    assert "ServiceAccount" not in out.kinds()
+    binding = out.one("ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ops", "namespace": "skillwarden"}]
