@@ -115,6 +115,10 @@ class Arm:
             found.extend(descendants(proc.pid))
         return found
 
+    def cpu_by_process(self) -> dict[str, float]:
+        return {label: cpu_seconds(descendants(proc.pid))
+                for label, proc in zip(self.labels, self.procs, strict=True)}
+
     def describe(self) -> dict[str, dict[str, float]]:
         """RSS now and peak of each process this arm started (with its children), in MiB."""
         out = {}

@@ -10,6 +10,7 @@ so a run never silently measures less than the full pipeline.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -128,7 +129,10 @@ def start(upstream: str, work: Path, rules: int = 10) -> arms_mod.Arm:
     key_file = work / "provider-key"
     key_file.write_text("sk-ant-bench-" + secrets.token_hex(8))
     port, admin = arms_mod.free_port(), arms_mod.free_port()
-    argv = [sys.executable, "-m", "skillwarden_cli.main", "sidecar",
+    experiment = os.environ.get("SKILLWARDEN_BENCH_EXPERIMENT", "")
+    launcher = ([str(Path(__file__).with_name("experiments.py")), experiment] if experiment
+                else ["-m", "skillwarden_cli.main"])
+    argv = [sys.executable, *launcher, "sidecar",
             f"--namespace={NAMESPACE}", "--pod-name=bench-0", "--service-account=bench",
             f"--port={port}", "--admin-host=127.0.0.1", f"--admin-port={admin}",
             f"--upstream-url={upstream}", f"--provider-key-file={key_file}", f"--opa-url={opa_url}",
@@ -137,7 +141,12 @@ def start(upstream: str, work: Path, rules: int = 10) -> arms_mod.Arm:
     flags = sidecar_flags()
     wiring = {"jwt": "ES256 caller token, JWKS file", "opa": f"real OPA, {rules} rules", "masking": "off",
               "recording": "off"}
+    if experiment:
+        wiring["experiment"] = experiment  # a patched sidecar: never the headline figures
     env: dict[str, str] = {}
+    if "--approvals " in flags or "--approvals {" in flags:
+        # No Kubernetes API in the bench; the allow path never reaches the approval gate anyway.
+        argv.append("--approvals=off")
     if "--masking-" in flags:
         wiring["masking"] = "on (policy: upstream + client entities, hmac/partial operators)"
         env["SKILLWARDEN_MASKING_HMAC_KEY_FILE"] = str(_hmac_key(work))
