@@ -71,6 +71,33 @@ def refusal(
     return Rejection(status, f"{code}: {message}", cause=code, details=details)
 
 
+def approval_record(info: ApprovalInfo) -> dict[str, Any] | None:
+    """`approval` of the session record (recording/schema/record.v1.json) from what the gate left
+    on the exchange; None when no approval was involved."""
+    if not info.id:
+        return None
+    details = info.details
+    reviews = [r for r in details.get("reviews") or [] if isinstance(r, Mapping)]
+    return {
+        "name": info.id,
+        "namespace": details.get("namespace"),
+        "state": info.state,
+        "objectState": details.get("state"),
+        "reviewers": [
+            {k: r.get(k) for k in ("reviewer", "groups", "decision", "reason", "time")} for r in reviews
+        ],
+        "reasons": [str(r.get("reason")) for r in reviews if r.get("reason")],
+        "requestDigest": details.get("requestDigest"),
+        "policy": details.get("policy"),
+        "rule": details.get("rule"),
+        "required": details.get("required"),
+        "createdAt": details.get("createdAt"),
+        "expiresAt": details.get("expiresAt"),
+        "usedAt": details.get("usedAt"),
+        "waitedSeconds": details.get("waitedSeconds"),
+    }
+
+
 class ApprovalGate:
     """`ApprovalHook` implementation (skillwarden_sidecar.pipeline)."""
 

@@ -29,7 +29,7 @@ from jwt.algorithms import RSAAlgorithm
 from skillwarden_devstack import fake_claude, processes, tools
 from skillwarden_operator.bundle import build_bundle
 from skillwarden_sidecar import app as sidecar_app
-from skillwarden_sidecar.approval import GateSettings
+from skillwarden_sidecar.approval import GateSettings, approval_record
 from skillwarden_sidecar.approval_hook import install_gate, masked_summary
 from skillwarden_sidecar.config import SidecarConfig
 from skillwarden_sidecar.pipeline import Exchange, Hooks
@@ -262,6 +262,9 @@ async def test_requester_waits_approver_approves_request_completes_and_the_recor
         ("approver", "Approve", "Q3 close, FIN-42")
     ]
     assert recorded.approval.details["state"] == "Used" and recorded.approval.details["expiresAt"]
+    record = approval_record(recorded.approval)  # the `approval` part of the session record
+    assert record is not None and record["name"] == name and record["reasons"] == ["Q3 close, FIN-42"]
+    assert [r["reviewer"] for r in record["reviewers"]] == ["approver"]
     assert world.sample("skillwarden_approvals_total", state="Approved") == 1
     assert world.sample("skillwarden_approval_wait_seconds_count") == 1
 

@@ -200,3 +200,44 @@ async def test_created_spec_carries_the_decision_and_no_raw_prompt() -> None:
     assert spec["request"]["promptSummary"] == "[prompt not shown: 2 characters; masking not configured]"
     assert spec["requester"]["kubernetesUsernames"] == ["system:serviceaccount:finance:bot"]
     assert body["metadata"]["labels"][model.DIGEST_LABEL] == spec["requestDigest"][7:70]
+
+
+def test_the_record_view_fits_the_session_record_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    import skillwarden_sidecar.recording as recording
+    from skillwarden_sidecar.approval import approval_record
+    from skillwarden_sidecar.pipeline import ApprovalInfo
+
+    schema = json.loads((Path(recording.__file__).parent / "schema" / "record.v1.json").read_text())
+    approval_schema = schema["$defs"]["request"]["properties"]["approval"]
+    assert approval_record(ApprovalInfo()) is None
+    info = ApprovalInfo(
+        id="bot-1",
+        state="Approved",
+        details={
+            "namespace": "finance",
+            "state": "Used",
+            "requestDigest": "sha256:" + "a" * 64,
+            "waitedSeconds": 3.2,
+            "reviews": [
+                {
+                    "reviewer": "approver",
+                    "groups": ["finance-leads"],
+                    "decision": "Approve",
+                    "reason": "Q3",
+                    "time": "2026-11-24T12:00:00Z",
+                }
+            ],
+        },
+    )
+    record = approval_record(info)
+    assert record is not None
+    assert record["reviewers"][0]["reviewer"] == "approver" and record["reasons"] == ["Q3"]
+    assert record["state"] == "Approved" and record["objectState"] == "Used"
+    jsonschema.validate(record, approval_schema)
+    with pytest.raises(jsonschema.ValidationError):  # the schema really constrains reviewers
+        jsonschema.validate({**record, "reviewers": [{"decision": "Approve"}]}, approval_schema)
