@@ -4,8 +4,8 @@
   (and cookies, proxy headers, anything unknown) never leave the pod; `x-api-key` is the
   provider key from `credentials`.
 - Non-2xx answers from the upstream are already in Anthropic's error format: relayed as they are.
-- JSON answers go through the response-mask hook; when it returns the same object, the
-  upstream's bytes are relayed untouched.
+- JSON answers go through the response-mask hook and are re-serialised; only with the explicit
+  no-op `NoMasking` are the upstream's bytes relayed untouched.
 - SSE is re-framed event by event (`SseDecoder`), passed through the stream-mask hook and written
   with `await resp.write(...)`, so a slow client slows the upstream read (backpressure). A client
   that disconnects cancels the handler, which closes the upstream connection.
@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 from skillwarden_sidecar.credentials import ProviderKey, ProviderKeyError
 from skillwarden_sidecar.errors import Rejection, error_body, upstream_failure
 from skillwarden_sidecar.message_stream import MessageAccumulator
-from skillwarden_sidecar.pipeline import Exchange, Hooks
+from skillwarden_sidecar.pipeline import Exchange, Hooks, NoMasking
 from skillwarden_sidecar.sse import SseDecoder, SseError, SseEvent
 
 log = logging.getLogger("skillwarden.sidecar.forwarding")
@@ -122,7 +122,9 @@ class Upstream:
                 parsed = None
         if upstream.status == 200 and isinstance(parsed, dict):
             masked = hooks.response_masking.mask_response_body(exchange, parsed)
-            if masked is not parsed:
+            # Only the explicit no-op keeps the upstream's bytes: a masker that edits the dict in
+            # place and returns it must not have its work thrown away.
+            if not isinstance(hooks.response_masking, NoMasking):
                 payload = orjson.dumps(masked)
             exchange.response_body = masked
             usage = masked.get("usage")

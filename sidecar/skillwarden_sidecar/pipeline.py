@@ -171,7 +171,7 @@ class RequestMaskingHook(Protocol):
 
 class ResponseMaskingHook(Protocol):
     def mask_response_body(self, exchange: Exchange, body: dict[str, Any]) -> dict[str, Any]:
-        """Return the body the client gets. Returning the same object means "unchanged"."""
+        """Return the body the client gets (editing `body` in place and returning it is fine)."""
 
     def stream_masker(self, exchange: Exchange) -> StreamMasker: ...
 
