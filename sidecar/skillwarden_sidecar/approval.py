@@ -50,6 +50,13 @@ class GateSettings:
     username_prefixes: tuple[str, ...] = ()
 
 
+def _seconds(value: Any, default: float) -> float:
+    # The decision comes from our own compiled bundle; a bad value still must not crash the hold.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return default
+    return float(value)
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -140,11 +147,11 @@ class ApprovalGate:
             digest = self.digest(exchange)
         except ValueError as error:
             raise refusal(
-                "approval_unavailable", f"request cannot be canonicalised: {error}", status=400
+                "approval_invalid_request", f"request cannot be canonicalised: {error}", status=400
             ) from error
         exchange.approval.details["requestDigest"] = digest
         hold = min(
-            float(config.get("holdSeconds", self._settings.default_hold_seconds)),
+            _seconds(config.get("holdSeconds"), self._settings.default_hold_seconds),
             self._settings.max_hold_seconds,
         )
         deadline = started + max(0.0, hold)
@@ -166,9 +173,11 @@ class ApprovalGate:
             claimed = await self._claim(exchange, approved, raise_on_loss=False)
             if claimed:
                 return model.APPROVED
-        if by_state.get(model.DENIED):
-            self._note(exchange, by_state[model.DENIED][-1])
-            raise self._denied(by_state[model.DENIED][-1])
+        # A denial stands until its approval expires; after that the request may be asked again.
+        standing = [d for d in by_state.get(model.DENIED, []) if self._until_expiry(d) > 0.05]
+        if standing:
+            self._note(exchange, standing[-1])
+            raise self._denied(standing[-1])
         pending = by_state.get(model.PENDING)
         current = pending[-1] if pending else await self._create(exchange, digest, config)
         return await self._hold(exchange, current, deadline)
@@ -237,7 +246,13 @@ class ApprovalGate:
         summary = self._summarize(exchange, prompt)
         if len(summary) > PROMPT_SUMMARY_CHARS:
             summary = summary[:PROMPT_SUMMARY_CHARS] + "…"
-        ttl = float(config.get("ttlSeconds", self._settings.default_ttl_seconds))
+        ttl = _seconds(config.get("ttlSeconds"), self._settings.default_ttl_seconds)
+        required = config.get("required", 1)
+        if isinstance(required, bool) or not isinstance(required, int) or required < 1:
+            # Never guess a weaker quorum than the policy asked for.
+            raise refusal(
+                "approval_unavailable", f"the policy decision has no valid approval.required ({required!r})"
+            )
         approvers = config.get("approvers") or {}
         return {
             "requester": self._requester(exchange),
@@ -257,12 +272,12 @@ class ApprovalGate:
             },
             "requestDigest": digest,
             "expiresAt": model.format_time(self._clock() + dt.timedelta(seconds=ttl)),
-            "required": int(config.get("required", 1)),
+            "required": required,
             "approvers": {
                 "groups": [str(g) for g in approvers.get("groups") or []],
                 "users": [str(u) for u in approvers.get("users") or []],
             },
-            "holdSeconds": int(float(config.get("holdSeconds", self._settings.default_hold_seconds))),
+            "holdSeconds": int(_seconds(config.get("holdSeconds"), self._settings.default_hold_seconds)),
         }
 
     async def _create(self, exchange: Exchange, digest: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -241,3 +241,27 @@ def test_the_record_view_fits_the_session_record_schema() -> None:
     jsonschema.validate(record, approval_schema)
     with pytest.raises(jsonschema.ValidationError):  # the schema really constrains reviewers
         jsonschema.validate({**record, "reviewers": [{"decision": "Approve"}]}, approval_schema)
+
+
+async def test_a_denial_stands_until_its_approval_expires() -> None:
+    ex = exchange()
+    digest = gate(ScriptedClient()).digest(ex)
+    standing = ScriptedClient(items=[stored(digest, state="Denied")])
+    with pytest.raises(Rejection) as raised:
+        await gate(standing).gate(ex)
+    assert raised.value.cause == "approval_denied" and standing.created == []
+    lapsed = ScriptedClient(items=[stored(digest, state="Denied", expires="2026-11-24T11:00:00Z")])
+    with pytest.raises(Rejection) as raised:
+        await gate(lapsed).gate(exchange())
+    assert raised.value.cause == "approval_pending" and len(lapsed.created) == 1
+
+
+@pytest.mark.parametrize("required", [0, "2", None, True])
+async def test_an_invalid_quorum_in_the_decision_is_refused_not_guessed(required: Any) -> None:
+    ex = exchange()
+    assert ex.decision is not None
+    ex.decision.approval["required"] = required
+    client = ScriptedClient()
+    with pytest.raises(Rejection) as raised:
+        await gate(client).gate(ex)
+    assert raised.value.cause == "approval_unavailable" and client.created == []
