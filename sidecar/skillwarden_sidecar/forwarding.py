@@ -84,7 +84,9 @@ class Upstream:
         url = self._base + exchange.path + (f"?{exchange.query}" if exchange.query else "")
         headers = self._headers(exchange)
         data: bytes | None = None
-        if exchange.body is not None and exchange.body_modified:
+        # Any installed request masker may have edited the dict (flag set or not): send the dict.
+        rewritten = exchange.body_modified or not isinstance(hooks.request_masking, NoMasking)
+        if exchange.body is not None and rewritten:
             data = orjson.dumps(exchange.body)
         elif exchange.body_bytes or exchange.method in {"POST", "PUT", "PATCH"}:
             data = exchange.body_bytes

@@ -123,7 +123,8 @@ class Exchange:
     content_type: str = ""
     body_bytes: bytes = b""  # exactly what the client sent
     body: dict[str, Any] | None = None  # parsed JSON object (None for GET/DELETE/multipart)
-    body_modified: bool = False  # set by the request masker when `body` must be re-serialised
+    # Informational: with any request masker installed, `body` (not `body_bytes`) is what is sent.
+    body_modified: bool = False
     policy_input: dict[str, Any] | None = None
     decision: Decision | None = None
     approval: ApprovalInfo = field(default_factory=ApprovalInfo)
@@ -166,7 +167,7 @@ class ApprovalHook(Protocol):
 
 class RequestMaskingHook(Protocol):
     def mask_request(self, exchange: Exchange) -> None:
-        """Rewrite `exchange.body` in place (set `exchange.body_modified`) before forwarding."""
+        """Rewrite `exchange.body` in place before forwarding (it is re-serialised and sent)."""
 
 
 class ResponseMaskingHook(Protocol):
