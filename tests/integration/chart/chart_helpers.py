@@ -1,4 +1,4 @@
-"""Helpers for the chart tests: render with the pinned helm, run kubectl/promtool."""
+"""Helpers for the chart tests: render with the pinned helm (skillwarden_devstack.chart)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 
 import yaml
 
-from skillwarden_devstack.tools import KUBERNETES_VERSION, Binaries
+from skillwarden_devstack import chart
+from skillwarden_devstack.tools import Binaries
 
 REPO = Path(__file__).resolve().parents[3]
-CHART = REPO / "charts" / "skillwarden"
+CHART = chart.CHART_DIR
 # The minimum a working install needs (injection on, so the provider key Secret must be named).
 BASE_VALUES = ("--set", "providerKey.secretName=anthropic-api-key")
 
@@ -47,17 +48,5 @@ def helm(bins: Binaries, *args: str, cwd: Path | None = None) -> subprocess.Comp
 
 def render(bins: Binaries, *args: str, release: str = "skw", namespace: str = "skillwarden",
            base: Sequence[str] = BASE_VALUES) -> Rendered:
-    # --kube-version: a helm built from its Go module reports Kubernetes v1.20 unless told,
-    # which the chart's kubeVersion (>= 1.29, native sidecars) refuses.
-    result = helm(bins, "template", release, str(CHART), "--namespace", namespace,
-                  "--kube-version", KUBERNETES_VERSION.lstrip("v"), *base, *args)
+    result = chart.helm_template(bins, release, namespace, None, [*base, *args], include_crds=False)
     return Rendered(result.returncode, result.stdout, result.stderr)
-
-
-def kubectl(bins: Binaries, kubeconfig: str, *args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(bins.kubectl), "--kubeconfig", kubeconfig, *args], input=stdin,
-                            capture_output=True, text=True, timeout=120, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
-    return result

@@ -27,7 +27,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from skillwarden_devstack import pki
+from skillwarden_devstack import chart, pki
 from skillwarden_devstack.processes import free_port
 from skillwarden_devstack.tools import Binaries
 
@@ -48,12 +48,8 @@ def _token_client(stack: dict[str, Any], token: str) -> k8s.ApiClient:
 
 
 def _apply(bins: Binaries, stack: dict[str, Any], manifest: str, *extra: str) -> str:
-    result = subprocess.run(
-        [str(bins.kubectl), "--kubeconfig", stack["kubeconfigs"]["admin"], "apply", "--server-side",
-         "--force-conflicts", "--field-manager", "skillwarden-chart-test", *extra, "-f", "-"],
-        input=manifest, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return chart.apply(bins, stack["kubeconfigs"]["admin"], manifest, dry_run="--dry-run=server" in extra,
+                       field_manager="skillwarden-chart-test")
 
 
 def test_default_chart_passes_server_side_dry_run(bins: Binaries, stack: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from chart_helpers import CHART, REPO, Rendered, helm, render
 
+from skillwarden_devstack import chart
+from skillwarden_devstack.processes import StackError
 from skillwarden_devstack.tools import Binaries
 
 
@@ -185,3 +187,16 @@ def test_hard_anti_affinity_and_existing_service_account(bins: Binaries) -> None
     assert "ServiceAccount" not in out.kinds()
     binding = out.one("ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ops", "namespace": "skillwarden"}]
+
+
+def test_devstack_render_takes_values_as_a_dict_and_raises_helms_message(bins: Binaries) -> None:
+    manifest = chart.render(bins, "demo", "skillwarden", {
+        "providerKey": {"secretName": "anthropic-api-key"},
+        "webhook": {"externalUrl": "https://127.0.0.1:9443", "caBundle": "Q0E="}})
+    docs = chart.documents(manifest)
+    assert {d["kind"] for d in docs} >= {"CustomResourceDefinition", "Deployment"}
+    hook = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")
+    assert hook["webhooks"][0]["clientConfig"] == {"url": "https://127.0.0.1:9443/validate-skillpolicy",
+                                                   "caBundle": "Q0E="}
+    with pytest.raises(StackError, match=r"providerKey\.secretName is required"):
+        chart.render(bins, "demo", "skillwarden", {})
