@@ -128,8 +128,7 @@ class TextStream:
                 raise MaskingBudgetExceeded(f"a delta of {len(buf)} bytes exceeds the masking budget")
             spans = self._masker.find_bytes(buf, len(context.encode("utf-8", "surrogatepass")))
         except MaskingBudgetExceeded:
-            if self._masker.spec.on_budget == "raise":
-                raise
+            # Mid-stream there is no refusing any more (headers are gone): always fail closed.
             self._counts[BUDGET_ENTITY] += 1
             self._pending = ""
             self._context = ""
