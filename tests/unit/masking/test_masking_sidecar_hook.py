@@ -37,7 +37,8 @@ def test_request_is_masked_upstream_and_for_the_record() -> None:
     assert ex.body_modified
     assert ex.body is not None
     upstream_text = ex.body["messages"][0]["content"]
-    assert upstream_text.startswith("<EMAIL_ADDRESS:hm_") and "EMP-123456 4111 1111 1111 1111" in upstream_text
+    assert upstream_text.startswith("<EMAIL_ADDRESS:hm_")
+    assert "EMP-123456 4111 1111 1111 1111" in upstream_text
     record = HOOK.record_view(ex)
     record_text = record["request"]["messages"][0]["content"]
     assert "jane@" not in record_text and "[EMPLOYEE_ID]" in record_text and "[CREDIT_CARD]" in record_text
