@@ -654,9 +654,12 @@ def sidecar_container(namespace: str, options: PodOptions, settings: InjectionSe
         field_ref("POD_NAME", "metadata.name"),
         {"name": "SKILLWARDEN_SPOOL_DIR", "value": SPOOL_DIR},
         {"name": "SKILLWARDEN_RECORDS_BUCKET", "value": settings.records_bucket},
-        {"name": "SKILLWARDEN_RECORDS_PREFIX", "value": settings.records_prefix},
         {"name": "AWS_REGION", "value": settings.s3_region},
     ]
+    # The API server drops empty values (`value: ""` is stored as no value): never emit one, or
+    # a re-invocation would see a difference that is not there.
+    if settings.records_prefix:
+        env.append({"name": "SKILLWARDEN_RECORDS_PREFIX", "value": settings.records_prefix})
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": settings.s3_endpoint})
     mounts = [

@@ -210,3 +210,50 @@ def test_every_documented_annotation_is_in_the_docs() -> None:
         assert f"`{key}`" in docs, key
     for variable in inj.ENV_SETTINGS:
         assert f"`{variable}`" in docs, variable
+
+
+def _resolved_env(container: dict[str, Any], pod: dict[str, Any], namespace: str) -> dict[str, str]:
+    """What the kubelet would give the container: values and downward-API field references."""
+    fields = {"metadata.namespace": namespace, "metadata.name": pod["metadata"].get("name", "report-x1"),
+              "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default")}
+    resolved = {}
+    for env in container.get("env", []):
+        if "value" in env:
+            resolved[env["name"]] = env["value"]
+        else:
+            resolved[env["name"]] = fields[env["valueFrom"]["fieldRef"]["fieldPath"]]
+    return resolved
+
+
+@pytest.mark.parametrize("settings", [
+    SETTINGS,
+    inj.InjectionSettings(sa_issuer="https://kubernetes.default.svc", oidc_issuer="https://login.example.com",
+                          oidc_audience="skillwarden", oidc_jwks_url="https://login.example.com/jwks"),
+])
+def test_the_sidecar_accepts_the_injected_args_and_env(settings: inj.InjectionSettings,
+                                                        tmp_path: Any) -> None:
+    from skillwarden_cli.main import build_parser
+    from skillwarden_sidecar import config
+
+    spec = {"serviceAccountName": "report-bot", "containers": [{"name": "app", "image": "x", "volumeMounts": [
+        {"name": "kube-api-access-1", "mountPath": inj.KUBE_SA_DIR, "readOnly": True}]}]}
+    out = inj.plan(pod(OPTED_IN, **spec), "finance", settings).pod
+    sidecar = next(c for c in out["spec"]["containers"] if c["name"] == "skillwarden")
+    assert sidecar["command"][0] == "skillwarden"
+    # The real `skillwarden` parser (with every hook's flags) must accept exactly these args.
+    args = build_parser("sidecar").parse_args([*sidecar["command"][1:], *sidecar["args"]])
+    key = tmp_path / "api-key"
+    key.write_text("sk-ant-test\n")
+    assert args.provider_key_file == "/var/run/secrets/skillwarden.io/provider/api-key"
+    args.provider_key_file = str(key)  # the Secret mount, as the kubelet would provide it
+    for name in ("jwks_ca_file", "jwks_token_file"):
+        if getattr(args, name, None):
+            path = tmp_path / name
+            path.write_text("x")
+            setattr(args, name, str(path))
+    parsed = config.from_args(args, _resolved_env(sidecar, out, "finance"))
+    assert parsed.namespace == "finance" and parsed.service_account == "report-bot"
+    assert parsed.listen_host == "127.0.0.1" and parsed.port == 8790
+    assert parsed.admin_port == settings.admin_port and parsed.opa_url == "http://127.0.0.1:8181"
+    assert parsed.sa_audience == ("skillwarden",)
+    assert parsed.oidc_issuer == settings.oidc_issuer
