@@ -59,3 +59,26 @@ def apply(bins: Binaries, kubeconfig: str, manifest: str, dry_run: bool = False,
 
 def documents(manifest: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(manifest) if doc]
+
+
+def operator_process_env(manifest: str, injection_file: Path, overrides: Mapping[str, str]) -> dict[str, str]:
+    """The operator container's environment as the rendered Deployment sets it, for running the
+    operator as a local process (the demo; tests): literal values as rendered, the ConfigMap's
+    injection document written to `injection_file`, then `overrides` (loopback addresses, ports,
+    namespace and pod name that the downward API would give)."""
+    docs = documents(manifest)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    configmap = next(d for d in docs
+                     if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-injection"))
+    injection_file.write_text(configmap["data"]["injection.json"])
+    env = {e["name"]: str(e["value"]) for e in container["env"] if "value" in e}
+    env["SKILLWARDEN_INJECTION_CONFIG"] = str(injection_file)
+    env.update(overrides)
+    return env
+
+
+def operator_args(manifest: str) -> list[str]:
+    """The operator container's args (`skillwarden <args>`)."""
+    deployment = next(d for d in documents(manifest) if d["kind"] == "Deployment")
+    return [str(a) for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]]

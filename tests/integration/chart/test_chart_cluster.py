@@ -74,6 +74,7 @@ class Installed:
     stack: dict[str, Any]
     namespace: str
     workload_namespace: str
+    manifest: str
     documents: list[dict[str, Any]]
     operator: k8s.ApiClient
     service_account: str
@@ -105,7 +106,8 @@ def installed(bins: Binaries, stack: dict[str, Any]) -> Iterator[Installed]:
         service_account = f"{RELEASE}-skillwarden-operator"
         token = core.create_namespaced_service_account_token(
             service_account, namespace, {"spec": {"expirationSeconds": 600}}).status.token
-        yield Installed(stack, namespace, workload, rendered.documents, _token_client(stack, token),
+        yield Installed(stack, namespace, workload, rendered.stdout, rendered.documents,
+                        _token_client(stack, token),
                         service_account)
     finally:
         admission = k8s.AdmissionregistrationV1Api(admin)
@@ -337,12 +339,6 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, ins
                                                    "certificate-authority": installed.stack["ca_cert"]}}],
         "users": [{"name": "operator", "user": {"token": token}}],
         "contexts": [{"name": "operator", "context": {"cluster": "stack", "user": "operator"}}]}))
-    deployment = next(d for d in installed.documents if d["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    configmap = next(d for d in installed.documents
-                     if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-injection"))
-    injection = tmp_path / "injection.json"
-    injection.write_text(configmap["data"]["injection.json"])
     bundle_port, webhook_port = free_port(), free_port()
     cert_dir = _serving_cert(installed.stack, tmp_path / "webhook-tls")
     ca_bundle = base64.b64encode(Path(installed.stack["ca_cert"]).read_bytes()).decode()
@@ -353,10 +349,9 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, ins
     assert {d["metadata"]["name"] for d in hooks} == {installed.fullname("mutating"),
                                                        installed.fullname("validating")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKILLWARDEN_")}
-    env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})
-    env.update({
+    env.update(chart.operator_process_env(installed.manifest, tmp_path / "injection.json", {
         "KUBECONFIG": str(kubeconfig), "SKILLWARDEN_NAMESPACE": installed.namespace,
-        "SKILLWARDEN_POD_NAME": "operator-0", "SKILLWARDEN_INJECTION_CONFIG": str(injection),
+        "SKILLWARDEN_POD_NAME": "operator-0",
         # Loopback instead of the pod IP; everything else exactly as the chart renders it.
         "SKILLWARDEN_OPERATOR_BUNDLE_HOST": "127.0.0.1",
         "SKILLWARDEN_OPERATOR_BUNDLE_PORT": str(bundle_port),
@@ -365,11 +360,11 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, ins
         "SKILLWARDEN_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
         # The test plays cert-manager: a mounted certificate, no in-process rotation.
         "SKILLWARDEN_OPERATOR_WEBHOOK_CERT_DIR": str(cert_dir), "SKILLWARDEN_CERT_MODE": "external",
-    })
+    }))
     log = tmp_path / "operator.log"
+    command = [str(Path(sys.executable).with_name("skillwarden")), *chart.operator_args(installed.manifest)]
     with log.open("wb") as out:
-        process = subprocess.Popen([str(Path(sys.executable).with_name("skillwarden")), *container["args"]],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{bundle_port}"
     try:
         _wait(lambda: urllib.request.urlopen(f"{base}/healthz", timeout=2).status == 200, 60,
