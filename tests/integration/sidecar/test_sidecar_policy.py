@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import aiohttp
 import anthropic
 import pytest
 import yarl
+from aiohttp import web
 from sidecar_support import NAMESPACE, BundleServer, SidecarFactory, SidecarHandle, start_opa
 
 from skillwarden_devstack import components, tools
@@ -187,3 +189,28 @@ async def test_require_approval_without_workflow_is_refused_and_with_approval_re
         assert approvals.gated == ["customer-export"]
         assert sidecar.sample("skillwarden_approvals_total", {"state": "Approved"}) == 1
     assert len(upstream.received) == 1
+
+
+async def test_slow_policy_engine_is_a_deny(sidecar_factory: SidecarFactory,
+                                            fake: tuple[FakeClaude, str]) -> None:
+    """An OPA stand-in that would allow everything, but answers after the configured bound."""
+    async def slow_allow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.json_response({"result": {"action": "allow", "reasons": [], "policy": None, "rule": None}})
+
+    slow = web.Application()
+    slow.router.add_post("/v1/data/skillwarden/decision", slow_allow)
+    runner = web.AppRunner(slow, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with sidecar_factory(opa_url=f"http://127.0.0.1:{port}", opa_timeout=0.2) as sidecar:
+            with pytest.raises(anthropic.APIStatusError) as refused:
+                await client(sidecar).beta.messages.create(**skill_request("xlsx"))
+            assert refused.value.status_code == 503
+            assert "policy engine did not answer in time; request denied" in str(refused.value.body)
+    finally:
+        await runner.cleanup()
+    assert fake[0].received == []
