@@ -108,6 +108,7 @@ class Arm:
     labels: list[str] = field(default_factory=list)
     extra_pids: list[int] = field(default_factory=list)  # helpers outside the SUT (e.g. S3)
     wiring: dict[str, str] = field(default_factory=dict)
+    metrics_url: str = ""
 
     def pids(self) -> list[int]:
         found: list[int] = []

@@ -164,12 +164,27 @@ def start(upstream: str, work: Path, rules: int = 10) -> arms_mod.Arm:
     arm.url = f"http://127.0.0.1:{port}"
     arm.headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"}
     arms_mod.wait_http(f"http://127.0.0.1:{admin}/readyz", 60, proc, work / "sidecar.log")
+    arm.metrics_url = f"http://127.0.0.1:{admin}/metrics"
     return arm
+
+
+def evidence(arm: arms_mod.Arm) -> dict[str, float]:
+    """The sidecar's own counters after the run: proof that masking (and recording) really ran."""
+    import urllib.request
+    with urllib.request.urlopen(arm.metrics_url, timeout=5) as response:  # loopback admin port
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("skillwarden_masked_entities_total", "skillwarden_record",
+                            "skillwarden_requests_total")):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def _hmac_key(work: Path) -> Path:
     path = work / "hmac-key"
-    path.write_bytes(secrets.token_bytes(32))
+    path.write_text(secrets.token_hex(32))
     return path
 
 
