@@ -14,9 +14,27 @@ from skillwarden_devstack import chart
 from skillwarden_devstack.processes import StackError
 from skillwarden_devstack.tools import Binaries
 
+LINT_VARIANTS = {
+    "default": (),
+    "cert-manager-own-ca": ("--set", "certificates.mode=cert-manager",
+                            "--set", "certificates.certManager.createSelfSignedIssuer=true"),
+    "dev-managed-single": ("--set", "certificates.mode=self-signed-per-pod", "--set", "webhook.managed=true",
+                           "--set", "operator.replicas=1",
+                           "--set", "operator.podDisruptionBudget.enabled=false"),
+    # (helm lint has no --api-versions: the monitoring objects are checked by the render tests)
+    "monitoring-bindings": ("--set", "metrics.serviceMonitor.enabled=true",
+                            "--set", "metrics.prometheusRule.enabled=true",
+                            "--set-json", 'sidecar.approvalBindings={"finance": ["report-bot"]}',
+                            "--set-json", 'approvals.reviewerBindings={"finance": {"groups": ["leads"]}}'),
+    "external-operator": ("--set", "webhook.externalUrl=https://127.0.0.1:9443",
+                          "--set", "webhook.caBundle=Q0E="),
+}
 
-def test_helm_lint_reports_no_warning_or_error(bins: Binaries) -> None:
-    result = helm(bins, "lint", str(CHART), "--strict", "--set", "providerKey.secretName=k")
+
+@pytest.mark.parametrize("variant", LINT_VARIANTS)
+def test_helm_lint_reports_no_warning_or_error(bins: Binaries, variant: str) -> None:
+    result = helm(bins, "lint", str(CHART), "--strict", "--set", "providerKey.secretName=k",
+                  *LINT_VARIANTS[variant])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
     findings = [line for line in result.stdout.splitlines() if line.startswith(("[WARNING]", "[ERROR]"))]
