@@ -328,6 +328,16 @@ class StreamMasker:
 
     def feed(self, event: SseEvent) -> list[SseEvent]:
         kind = event.event
+        if kind is None and event.data.lstrip().startswith("{"):
+            # An event without a name is still judged by its payload's type: no unmasked side door.
+            try:
+                sniffed = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                sniffed = None
+            if isinstance(sniffed, dict) and isinstance(sniffed.get("type"), str):
+                kind = sniffed["type"]
+                event = SseEvent(event=kind, data=event.data, id=event.id, retry=event.retry,
+                                 comments=event.comments)
         if kind not in ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
                         "message_stop"):
             return [event]

@@ -122,3 +122,13 @@ def test_stream_without_block_stop_is_flushed_on_close() -> None:
 def test_json_escape_round_trips() -> None:
     text = 'q"b\\s\n\t\x01😀'
     assert json.loads(f'"{json_escape(text)}"') == text
+
+
+def test_unnamed_events_are_judged_by_their_payload(masker: Masker) -> None:
+    stream = StreamMasker(masker)
+    stream.feed(SseEvent(None, json.dumps({"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}})))
+    out = stream.feed(SseEvent(None, json.dumps({"type": "content_block_delta", "index": 0,
+                                                 "delta": {"type": "text_delta", "text": "536-22-8472 ok"}})))
+    out += stream.close()
+    assert joined(out, "text") == "[US_SSN] ok"
