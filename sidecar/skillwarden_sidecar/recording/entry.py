@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import rfc8785
 
 ENTRY_VERSION = 1
@@ -21,8 +22,57 @@ GENESIS_HASH = "0" * 64
 KINDS = ("stream_start", "request", "response")
 
 
+_SAFE_INT = 2**53
+_FLOAT_AS_INT = 1e21
+_INF = float("inf")
+
+
+class _NeedsReference(Exception):  # control flow only; never escapes this module
+    pass
+
+
+def _prepare(value: Any) -> Any:
+    """Rewrite the only values where orjson's output differs from RFC 8785 (integral floats print
+    as integers below 1e21); signal the rare cases left to the reference implementation."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            # UTF-16 key order differs from code-point order only beyond the BMP.
+            if type(key) is not str or (not key.isascii() and max(key) > "\uffff"):
+                raise _NeedsReference
+            out[key] = _prepare(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_prepare(item) for item in value]
+    if kind is int:
+        if -_SAFE_INT <= value <= _SAFE_INT:
+            return value
+        raise _NeedsReference
+    if kind is float:
+        if value != value or value in (_INF, -_INF):
+            raise _NeedsReference
+        if value.is_integer():
+            magnitude = abs(value)
+            if magnitude <= _SAFE_INT:
+                return int(value)  # exact: ES6 prints integral doubles without a fraction
+            if magnitude < _FLOAT_AS_INT:
+                raise _NeedsReference  # ES6 prints shortest digits padded with zeros here
+        return value
+    raise _NeedsReference  # subclasses, other types: let the reference decide (or refuse)
+
+
 def canonical(value: Any) -> bytes:
-    return bytes(rfc8785.dumps(value))
+    """RFC 8785 (JCS) bytes. orjson with sorted keys already produces JCS for strings, integers
+    and non-integral doubles (shortest round-trip, ES6 exponent form); `_prepare` fixes the rest,
+    and anything unusual goes to the `rfc8785` reference implementation (property-tested equal).
+    The reference alone costs ~400 µs per record, too slow for the request path."""
+    try:
+        return orjson.dumps(_prepare(value), option=orjson.OPT_SORT_KEYS)
+    except _NeedsReference:
+        return bytes(rfc8785.dumps(value))
 
 
 def sha256_hex(data: bytes) -> str:

@@ -36,14 +36,17 @@ class Shipper:
         self.shipped_objects = 0
         self._lock = threading.Lock()
         self._guard = threading.Lock()
+        self._written_here: set[Path] = set()
         self._pending: dict[Path, tuple[int, datetime | None]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
 
     # -- state the recorder reads for admission --------------------------------------------------
     def note_pending(self, path: Path, size: int, first_time: datetime | None) -> None:
+        """A file this process just sealed or signed: no need to re-validate it before upload."""
         with self._lock:
             self._pending[path] = (size, first_time)
+            self._written_here.add(path)
         self._wake.set()
 
     def pending_bytes(self) -> int:
@@ -122,7 +125,7 @@ class Shipper:
         name = f"{file.parent.name}/{file.name}"
         parsed = layout.parse_local_name(name)
         if parsed.kind == "records":
-            problem = check_sealed_file(stream, file)
+            problem = None if file in self._written_here else check_sealed_file(stream, file)
             if problem:
                 self.spool.quarantine(stream, file, f"sealed segment not shipped: {problem}")
                 self._forget(file)
@@ -156,3 +159,4 @@ class Shipper:
     def _forget(self, file: Path) -> None:
         with self._lock:
             self._pending.pop(file, None)
+            self._written_here.discard(file)
