@@ -47,6 +47,8 @@ def test_example_policy_ready_enforced_by_real_opa_and_edits_propagate(
     assert (ready["reason"], ready["observedGeneration"]) == ("Compiled", 1)
     # What the operator serves is exactly what `skillwarden policy compile` makes of the stored object.
     assert build_bundle(namespace, [stored]).revision == revision
+    processes.wait_until("operator", lambda: operator.bundle(namespace)[1].get("ETag") == f'"{revision}"',
+                         operator.running, 10, "serving the revision its status names")
     code, headers, body = operator.bundle(namespace)
     assert (code, headers["ETag"]) == (200, f'"{revision}"')
     assert headers["Content-Type"] == "application/vnd.openpolicyagent.bundles"
