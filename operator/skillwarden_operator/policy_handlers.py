@@ -52,6 +52,7 @@ async def reconcile_namespace(state: OperatorState, namespace: str,
             if namespace_state == "gone":
                 state.store.remove(namespace)
                 state.metrics.forget_namespace(namespace)
+                state.terminating.discard(namespace)
                 state.covered[namespace] = covering
                 return None
             listed = await asyncio.to_thread(state.kube.list_policies, namespace)
@@ -62,6 +63,10 @@ async def reconcile_namespace(state: OperatorState, namespace: str,
         # A namespace being deleted keeps a bundle, but one that denies everything: its pods may
         # still run, and OPA would keep an older, permissive bundle if we answered 404.
         compiled_from = live if namespace_state == "active" else []
+        if namespace_state == "active":
+            state.terminating.discard(namespace)
+        else:
+            state.terminating.add(namespace)
         started = time.perf_counter()
         bundle = await asyncio.to_thread(build_bundle, namespace, compiled_from,
                                          state.config.min_retention_days)
@@ -91,9 +96,9 @@ def _patch_statuses(state: OperatorState, policies: list[dict[str, Any]], bundle
                              error)
 
 
-def _report(body: Any, bundle: Bundle | None) -> None:
-    if bundle is None:
-        return
+def _report(state: OperatorState, body: Any, bundle: Bundle | None) -> None:
+    if bundle is None or bundle.namespace in state.terminating:
+        return  # the API server refuses new Events in a terminating namespace
     key = f"{bundle.namespace}/{body['metadata']['name']}"
     if key in bundle.invalid:
         kopf.event(body, type="Warning", reason="Invalid", message="; ".join(bundle.invalid[key])[:1000])
@@ -110,8 +115,9 @@ def _report(body: Any, bundle: Bundle | None) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def policy_changed(**kwargs: Any) -> None:
-    bundle = await reconcile_namespace(_state(kwargs["memo"]), kwargs["namespace"])
-    _report(kwargs["body"], bundle)
+    state = _state(kwargs["memo"])
+    bundle = await reconcile_namespace(state, kwargs["namespace"])
+    _report(state, kwargs["body"], bundle)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

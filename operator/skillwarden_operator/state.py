@@ -21,6 +21,7 @@ class OperatorState:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     requested: dict[str, int] = field(default_factory=dict)  # namespace -> compile requests so far
     covered: dict[str, int] = field(default_factory=dict)  # namespace -> requests the last compile saw
+    terminating: set[str] = field(default_factory=set)  # namespaces being deleted (bundle: deny-all)
 
     def lock(self, namespace: str) -> asyncio.Lock:
         return self._locks.setdefault(namespace, asyncio.Lock())
