@@ -31,6 +31,7 @@ from skillwarden_sidecar.metrics import SidecarMetrics
 from skillwarden_sidecar.pipeline import Hooks, Workload
 from skillwarden_sidecar.policy import PolicyClient
 from skillwarden_sidecar.stages import Services, handle
+from skillwarden_sidecar.token_review import TokenReviewer
 
 log = logging.getLogger("skillwarden.sidecar")
 
@@ -58,7 +59,10 @@ def _issuers(config: SidecarConfig, session: aiohttp.ClientSession) -> list[Trus
         else:
             fetch = jwks.discovery_source(session, issuer, config.jwks_token_file)
         cache = jwks.JwksCache(fetch, config.jwks_cache_ttl, config.jwks_refetch_interval)
-        issuers.append(TrustedIssuer(kind, issuer, audiences, cache))
+        review = None
+        if kind == "serviceaccount" and c.sa_token_review_url:
+            review = TokenReviewer(session, c.sa_token_review_url, c.jwks_token_file, audiences)
+        issuers.append(TrustedIssuer(kind, issuer, audiences, cache, review))
     return issuers
 
 

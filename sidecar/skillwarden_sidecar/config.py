@@ -161,9 +161,12 @@ SETTINGS: tuple[Setting, ...] = (
             "", _optional_url),
     Setting("sa_jwks_file", "JWKS file of the service-account issuer (instead of fetching)", "",
             _optional_file),
-    Setting("jwks_ca_file", "CA bundle for fetching discovery/JWKS documents", "", _optional_file),
-    Setting("jwks_token_file", "bearer token sent when fetching discovery/JWKS (e.g. the pod's SA token)",
-            "", _optional_file),
+    Setting("sa_token_review_url", "Kubernetes API URL for TokenReview of service-account tokens "
+            "(empty: off; e.g. https://kubernetes.default.svc)", "", _optional_url),
+    Setting("jwks_ca_file", "CA bundle for fetching discovery/JWKS documents (and TokenReview)", "",
+            _optional_file),
+    Setting("jwks_token_file", "bearer token sent when fetching discovery/JWKS and for TokenReview "
+            "(e.g. the pod's SA token)", "", _optional_file),
     Setting("jwt_algorithms", "accepted JWT algorithms (never taken from the token)", "RS256,ES256",
             _algorithms),
     Setting("jwt_leeway", "clock-skew leeway in seconds for exp/nbf/iat", "30", _bounded(0, 60)),
@@ -209,6 +212,7 @@ class SidecarConfig:
     sa_audience: tuple[str, ...] = ("skillwarden",)
     sa_jwks_url: str = ""
     sa_jwks_file: Path | None = None
+    sa_token_review_url: str = ""
     jwks_ca_file: Path | None = None
     jwks_token_file: Path | None = None
     jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
@@ -228,6 +232,8 @@ class SidecarConfig:
                               "tokens are audience-bound)")
         if self.sa_issuer and not self.sa_audience:
             raise ConfigError(_BY_NAME["sa_audience"], "required when --sa-issuer is set")
+        if self.sa_token_review_url and not self.sa_issuer:
+            raise ConfigError(_BY_NAME["sa_token_review_url"], "needs --sa-issuer")
         if self.oidc_issuer and self.oidc_issuer == self.sa_issuer:
             raise ConfigError(_BY_NAME["sa_issuer"], "must differ from --oidc-issuer")
         for name in ("oidc_issuer", "sa_issuer"):

@@ -23,6 +23,7 @@ import jwt
 from skillwarden_sidecar.errors import unauthenticated
 from skillwarden_sidecar.jwks import JwksCache
 from skillwarden_sidecar.pipeline import Identity
+from skillwarden_sidecar.token_review import TokenReviewer
 
 WORKLOAD = Identity(kind="workload")
 
@@ -33,6 +34,7 @@ class TrustedIssuer:
     issuer: str
     audiences: tuple[str, ...]
     jwks: JwksCache
+    review: TokenReviewer | None = None  # serviceaccount only: confirm with the API server
 
 
 def _looks_like_jwt(value: str) -> bool:
@@ -116,6 +118,8 @@ class TokenVerifier:
             raise unauthenticated("signature invalid") from None
         except jwt.PyJWTError as error:
             raise unauthenticated(f"token invalid ({type(error).__name__})") from None
+        if issuer.review is not None:
+            await issuer.review.confirm(token)
         return self._identity(issuer, claims)
 
     def _identity(self, issuer: TrustedIssuer, claims: dict[str, Any]) -> Identity:

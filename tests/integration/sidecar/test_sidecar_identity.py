@@ -178,3 +178,46 @@ async def test_kubernetes_service_account_token_from_real_apiserver(
         with pytest.raises(anthropic.AuthenticationError) as refused:
             await other.beta.messages.create(**docx)
         assert "audience not accepted" in str(refused.value.body)
+
+
+async def test_token_review_refuses_tokens_of_deleted_service_accounts(
+        sidecar_factory: SidecarFactory, stack: dict[str, Any], tmp_path: Path,
+        fake: tuple[FakeClaude, str]) -> None:
+    api = k8s_config.new_client_from_config(config_file=stack["kubeconfigs"]["admin"])
+    core = k8s.CoreV1Api(api)
+    try:
+        core.create_namespace({"metadata": {"name": NAMESPACE}})
+    except k8s.ApiException as error:
+        if error.status != 409:
+            raise
+    name = f"doomed-bot-{secrets.token_hex(3)}"
+    core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": name}})
+    token = core.create_namespaced_service_account_token(name, NAMESPACE, {
+        "spec": {"audiences": [AUDIENCE], "expirationSeconds": 600}}).status.token
+    admin_token = tmp_path / "api-token"
+    admin_token.write_text(_admin_token(stack))
+    base = {"sa_issuer": stack["apiserver"], "sa_audience": (AUDIENCE,),
+            "jwks_ca_file": Path(stack["ca_cert"]), "jwks_token_file": admin_token}
+    models: dict[str, Any] = {"model": MODEL, "max_tokens": 16,
+                              "messages": [{"role": "user", "content": "hi"}]}
+
+    async def ask(**overrides: Any) -> int:
+        async with sidecar_factory(**base, **overrides) as sidecar:
+            sdk = anthropic.AsyncAnthropic(base_url=sidecar.url, api_key=token, max_retries=0)
+            try:
+                await sdk.messages.create(**models)  # granted to the workload's own account
+            except anthropic.APIStatusError as error:
+                assert "no longer valid (TokenReview)" in str(error.body)
+                return error.status_code
+            return 200
+
+    assert await ask(sa_token_review_url=stack["apiserver"]) == 200
+    core.delete_namespaced_service_account(name, NAMESPACE)
+    assert await ask() == 200  # offline JWKS verification alone cannot know
+    # The API server caches successful authentications for ~10 s; each attempt is a fresh sidecar.
+    deadline = time.monotonic() + 40
+    status = 200
+    while status == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(2)
+        status = await ask(sa_token_review_url=stack["apiserver"])
+    assert status == 401

@@ -34,6 +34,10 @@ def test_flags_win_over_env_over_defaults(tmp_path: Path) -> None:
     ({"SKILLWARDEN_MAX_BODY_BYTES": "0"}, "--max-body-bytes", "> 0"),
     ({"SKILLWARDEN_LOG_LEVEL": "chatty"}, "--log-level", "one of"),
     ({"SKILLWARDEN_SA_ISSUER": "not a url"}, "--sa-issuer", "http(s) URL"),
+    ({"SKILLWARDEN_JWT_LEEWAY": "300"}, "--jwt-leeway", "between 0 and 60"),
+    ({"SKILLWARDEN_UPSTREAM_URL": "ftp://x"}, "--upstream-url", "http(s) URL"),
+    ({"SKILLWARDEN_OIDC_ISSUER": "https://login.example.com"}, "--oidc-audience", "required when"),
+    ({"SKILLWARDEN_SA_TOKEN_REVIEW_URL": "https://k8s"}, "--sa-token-review-url", "needs --sa-issuer"),
 ])
 def test_bad_values_name_the_setting(tmp_path: Path, env: dict[str, str], flag: str, problem: str) -> None:
     key = tmp_path / "key"
