@@ -69,10 +69,30 @@ def mutate_create(
     return transform
 
 
+def policy_store(memo: Any) -> Any | None:
+    """The operator's bundle store, when this webhook runs inside `skillwarden operator`."""
+    return getattr(getattr(memo, "state", None), "store", None)
+
+
+def served_approvals(store: Any, namespace: str) -> Mapping[str, Any] | None:
+    """The namespace's compiled approval settings (policy key -> settings) as served to OPA;
+    None while the namespace has no bundle (then approvals are refused: fail closed)."""
+    bundle = store.get(namespace)
+    approvals = None if bundle is None else bundle.document.get("approvals")
+    return approvals if isinstance(approvals, Mapping) else None
+
+
 @kopf.on.mutate(model.GROUP, model.VERSION, model.PLURAL, operations=["CREATE"], id="skillapproval-create")
-def on_create(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **_: Any) -> None:
+def on_create(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any) -> None:
     try:
-        transform = mutate_create(body, userinfo, _now(), max_ttl())
+        now = _now()
+        transform = mutate_create(body, userinfo, now, max_ttl())
+        namespace = str((body.get("metadata") or {}).get("namespace") or kwargs.get("namespace") or "")
+        store = policy_store(kwargs.get("memo"))
+        if store is not None:  # without the operator's policy side (tests' bare webhook) no cross-check
+            model.check_against_policy(
+                model.spec_of(body), namespace, served_approvals(store, namespace), now
+            )
     except model.ApprovalRuleError as error:
         raise _refuse(error) from error
     patch.fns.append(lambda raw: transform(cast(dict[str, Any], raw)))

@@ -189,6 +189,39 @@ def validate_new_spec(spec: Mapping[str, Any], now: dt.datetime, max_ttl: dt.tim
         raise ApprovalRuleError("spec.approvers names no groups or users: nobody could approve this")
 
 
+POLICY_SKEW = dt.timedelta(seconds=60)
+
+
+def check_against_policy(
+    spec: Mapping[str, Any], namespace: str, approvals: Mapping[str, Any] | None, now: dt.datetime
+) -> None:
+    """The approval must ask for what the policy asks for: the same approvers, at least its quorum,
+    no longer than its TTL. `approvals` is the namespace's compiled `approvals` map (policy key ->
+    settings) the operator serves in the bundle; None means no bundle for the namespace yet."""
+    policy = str(spec.get("policy") or "")
+    if not policy.startswith(f"{namespace}/"):
+        raise ApprovalRuleError(f"spec.policy {policy!r} is not a policy of namespace {namespace}")
+    settings = _dict((approvals or {}).get(policy)) if approvals is not None else None
+    if not settings:
+        raise ApprovalRuleError(f"policy {policy} has no approval settings in the served bundle")
+    want, have = _dict(settings.get("approvers")), _dict(spec.get("approvers"))
+    for key in ("groups", "users"):
+        if {str(v) for v in _list(want.get(key))} != {str(v) for v in _list(have.get(key))}:
+            raise ApprovalRuleError(f"spec.approvers.{key} differ from policy {policy}'s approvers")
+    minimum = settings.get("required", 1)
+    if isinstance(minimum, int) and required_of({"spec": spec}) < minimum:
+        raise ApprovalRuleError(f"spec.required is below policy {policy}'s {minimum}")
+    ttl = settings.get("ttlSeconds")
+    if (
+        isinstance(ttl, int)
+        and parse_time(spec.get("expiresAt")) > now + dt.timedelta(seconds=ttl) + POLICY_SKEW
+    ):
+        raise ApprovalRuleError(
+            f"spec.expiresAt {spec.get('expiresAt')} is later than policy {policy}'s ttl of {ttl} s allows "
+            f"(server time {format_time(now)}); check the sidecar's clock"
+        )
+
+
 def _clean_review(review: Mapping[str, Any], index: int, user: UserInfo) -> tuple[str, str]:
     """Only decision and reason come from the client. Stamped fields are refused unless they
     already say exactly what the server would write (so a second instance of this webhook, e.g.

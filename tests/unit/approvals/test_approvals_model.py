@@ -339,3 +339,90 @@ def test_quorum_property(required: int, reviewers: list[str], deny_last: bool) -
         obj = {**obj, "status": status}
     expected = "Denied" if denied else "Approved" if len(seen) >= required else "Pending"
     assert model.stored_state(obj) == expected
+
+
+SERVED = {
+    "finance/finance-reporting": {
+        "approvers": {"groups": ["finance-leads"], "users": ["bob"]},
+        "required": 2,
+        "ttlSeconds": 1800,
+        "holdSeconds": 60,
+    }
+}
+
+
+def policy_spec(**change: Any) -> dict[str, Any]:
+    return {**approval(required=2)["spec"], "policy": "finance/finance-reporting", **change}
+
+
+def test_an_approval_matching_the_served_policy_is_accepted() -> None:
+    model.check_against_policy(policy_spec(), "finance", SERVED, NOW)
+    model.check_against_policy(policy_spec(required=3), "finance", SERVED, NOW)  # stricter is fine
+
+
+@pytest.mark.parametrize(
+    ("spec", "served", "message"),
+    [
+        (policy_spec(policy="marketing/finance-reporting"), SERVED, "not a policy of namespace finance"),
+        (policy_spec(policy="finance/other"), SERVED, "no approval settings"),
+        (policy_spec(), None, "no approval settings"),
+        (
+            policy_spec(approvers={"groups": ["finance-leads"], "users": ["bob", "mallory"]}),
+            SERVED,
+            "approvers.users differ",
+        ),
+        (
+            policy_spec(approvers={"groups": ["everyone"], "users": ["bob"]}),
+            SERVED,
+            "approvers.groups differ",
+        ),
+        (policy_spec(required=1), SERVED, "below policy"),
+        (
+            policy_spec(expiresAt=model.format_time(NOW + dt.timedelta(seconds=1800 + 61))),
+            SERVED,
+            "ttl of 1800 s",
+        ),
+    ],
+)
+def test_an_approval_that_asks_for_less_than_the_policy_is_refused(
+    spec: dict[str, Any], served: dict[str, Any] | None, message: str
+) -> None:
+    with pytest.raises(ApprovalRuleError, match=message):
+        model.check_against_policy(spec, "finance", served, NOW)
+
+
+def test_the_webhook_reads_the_served_bundle_when_it_runs_in_the_operator() -> None:
+    from types import SimpleNamespace
+
+    from skillwarden_operator.approvals_admission import policy_store, served_approvals
+    from skillwarden_operator.bundle import build_bundle
+    from skillwarden_operator.bundle_store import BundleStore
+
+    store = BundleStore()
+    store.put(
+        build_bundle(
+            "finance",
+            [
+                {
+                    "apiVersion": "skillwarden.io/v1alpha1",
+                    "kind": "SkillPolicy",
+                    "metadata": {"name": "finance-reporting", "namespace": "finance"},
+                    "spec": {
+                        "defaultAction": "deny",
+                        "subjects": [{"name": "a", "groups": ["finance-analysts"], "models": ["claude-*"]}],
+                        "approval": {
+                            "approvers": {"groups": ["finance-leads"]},
+                            "required": 2,
+                            "ttl": "30m",
+                            "holdSeconds": 60,
+                        },
+                    },
+                }
+            ],
+        )
+    )
+    memo = SimpleNamespace(state=SimpleNamespace(store=store))
+    assert policy_store(memo) is store and policy_store(SimpleNamespace()) is None
+    served = served_approvals(store, "finance")
+    assert served is not None and served["finance/finance-reporting"]["required"] == 2
+    assert served_approvals(store, "marketing") is None  # no bundle yet: refused by check_against_policy
