@@ -21,6 +21,8 @@ from skillwarden_sidecar.policy import PolicyClient, build_input, denial
 from skillwarden_sidecar.routes import JSON, NONE, Route, resolve
 
 log = logging.getLogger("skillwarden.sidecar")
+# One line per request: ids, route, outcome and timings — never credentials or request text.
+access_log = logging.getLogger("skillwarden.sidecar.access")
 
 
 @dataclass
@@ -196,10 +198,24 @@ async def _finish(services: Services, exchange: Exchange, route: Route | None) -
             # the upstream's share and any human approval wait.
             before_upstream = timings.total_s - timings.upstream_s - (timings.approval_wait_s or 0.0)
             metrics.added_latency.labels(label).observe(max(before_upstream, 0.0))
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "request_id=%s route=%s operation=%s decision=%s status=%s cause=%s identity=%s "
+            "policy=%s rule=%s total_ms=%.2f decision_ms=%s upstream_ms=%s",
+            exchange.request_id, label, exchange.operation or "-", decision, exchange.response_status,
+            (exchange.rejection.cause if exchange.rejection else exchange.error) or "-",
+            exchange.identity.kind if exchange.identity else "-",
+            (exchange.decision.policy if exchange.decision else None) or "-",
+            (exchange.decision.rule if exchange.decision else None) or "-", timings.total_s * 1000,
+            _ms(timings.decision_s), _ms(timings.upstream_s))
     for direction, counts in exchange.masking_counts.items():
         for entity, count in counts.items():
             if count:
                 metrics.masked_entities.labels(metrics.entity_label(entity), direction).inc(count)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f}"
 
 
 async def _record(services: Services, which: str, exchange: Exchange) -> None:

@@ -63,6 +63,8 @@ async def test_sidecar_process_from_env_serves_and_exposes_metrics(
                      metrics.ADDED_LATENCY_SECONDS):
             assert f"{name}_count" in exposed, name
         assert "sk-ant" not in text and "sk-ant" not in log.read_text()
+        access = [line for line in log.read_text().splitlines() if "skillwarden.sidecar.access" in line]
+        assert len(access) == 1 and "decision=allow status=200" in access[0] and "hello" not in access[0]
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=20) == 0
     finally:
