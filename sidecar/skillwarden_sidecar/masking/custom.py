@@ -1,9 +1,10 @@
 """Custom patterns from a SkillPolicy: validated, compiled with RE2, turned into detectors.
 
 The pattern is parsed once (Python's regex *parser*, never its matcher) to learn which characters a
-match can contain and how long it can be; the streaming masker needs both to hold back only what
-could still become a match. Patterns without a length bound are refused: a stream cannot hold back
-an unbounded tail.
+match can contain, how long it can be and which literal it starts with; the streaming masker needs
+these to hold back only what could still become a match. A pattern without a length bound (`+`,
+`*`) is accepted, but a stream holds back at most MAX_CUSTOM_LEN characters for it: a streamed
+match longer than that (an absurd identifier) is only masked from where the hold-back began.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _parser: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")
 
 MAX_CUSTOM_LEN = 1024
-MAX_PATTERN_CHARS = 2048
+MAX_PATTERN_CHARS = 4096  # the CRD's maxLength
 _NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # a constant pattern on policy text, not on user text
 
 
@@ -107,16 +108,26 @@ def custom_detector(name: str, pattern: str) -> Detector:
         parsed = _parser.parse(pattern)
     except (re.error, OverflowError, RecursionError) as error:
         raise CustomPatternError(f"custom pattern {name}: cannot be analysed ({error})") from None
-    high = parsed.getwidth()[1]
-    if high > MAX_CUSTOM_LEN:
-        raise CustomPatternError(
-            f"custom pattern {name}: a match may be longer than {MAX_CUSTOM_LEN} characters "
-            "(use bounded repetitions such as {1,64} instead of + or *)"
-        )
+    high = min(parsed.getwidth()[1], MAX_CUSTOM_LEN)
     ranges: _Ranges = []
     _walk(parsed, ranges)
     ignore_case = bool(parsed.state.flags & _c.SRE_FLAG_IGNORECASE)
-    return Detector(name, pattern, charset=_charset(ranges, ignore_case), max_len=max(high, 1))
+    prefix = "" if ignore_case else _literal_prefix(parsed)
+    return Detector(name, pattern, charset=_charset(ranges, ignore_case), max_len=max(high, 1),
+                    prefixes=(prefix,) if prefix else ())
+
+
+def _literal_prefix(parsed: Any) -> str:
+    """The literal every match starts with ("EMP-" for `EMP-[0-9]{6}`), or ""."""
+    out: list[str] = []
+    for op, value in parsed:
+        if op is _c.LITERAL:
+            out.append(chr(value))
+        elif op is _c.AT:
+            continue
+        else:
+            break
+    return "".join(out)
 
 
 def validate_custom_pattern(name: str, pattern: str) -> None:

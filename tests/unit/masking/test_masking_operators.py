@@ -54,8 +54,8 @@ def test_custom_pattern_is_masked() -> None:
 
 @pytest.mark.parametrize(
     ("pattern", "reason"),
-    [("EMP-(", "not a valid RE2"), ("x*", "empty string"), ("EMP-[0-9]+", "longer than"),
-     (r"(a)\1", "not a valid RE2")],
+    [("EMP-(", "not a valid RE2"), ("x*", "empty string"), (r"(a)\1", "not a valid RE2"),
+     ("x" * 5000, "1..4096")],
 )
 def test_bad_custom_patterns_are_refused(pattern: str, reason: str) -> None:
     with pytest.raises(CustomPatternError, match=reason):
@@ -89,3 +89,8 @@ def test_time_budget_fails_closed() -> None:
     dense = "536-22-8472 " * 50_000
     result = Masker(MaskingSpec(BUILTIN_ENTITIES, max_scan_seconds=0.0)).mask_text(dense)
     assert result.text == "[MASKING_BUDGET_EXCEEDED]"
+
+
+def test_unbounded_custom_pattern_is_accepted_and_masks() -> None:
+    spec = MaskingSpec(frozenset({"TICKET"}), custom=[CustomPattern("TICKET", r"TCK-[0-9]+")])
+    assert Masker(spec).mask_text("see TCK-1234567890 now").text == "see [TICKET] now"

@@ -132,3 +132,15 @@ def test_unnamed_events_are_judged_by_their_payload(masker: Masker) -> None:
                                                  "delta": {"type": "text_delta", "text": "536-22-8472 ok"}})))
     out += stream.close()
     assert joined(out, "text") == "[US_SSN] ok"
+
+
+def test_custom_pattern_with_literal_prefix_holds_back_only_around_it() -> None:
+    from skillwarden_sidecar.masking import CustomPattern
+
+    masker = Masker(MaskingSpec(frozenset({"EMPLOYEE_ID"}),
+                                custom=[CustomPattern("EMPLOYEE_ID", "EMP-[0-9]{6}")]))
+    stream = StreamMasker(masker)
+    events = text_stream(["staff 1234 5678 id EM", "P-0042", "11 ok"])
+    emitted = [joined(stream.feed(e), "text") for e in events]
+    assert emitted[2] == "staff 1234 5678 id "  # digits alone cannot start a match: not held
+    assert emitted[3] == "" and "".join(emitted) == "staff 1234 5678 id [EMPLOYEE_ID] ok"
