@@ -55,6 +55,15 @@ def _is_literal(glob: str) -> bool:
     return "*" not in glob and "?" not in glob
 
 
+def _default_operations() -> list[str]:
+    """Omitted `operations`: every operation the API offers (the skills/models/tools of the grant
+    still bound what can be used); list them to restrict a subject, e.g. to keep it from
+    changing custom skills."""
+    subject = schema.policy_schema()["properties"]["spec"]["properties"]["subjects"]["items"]
+    every: list[str] = subject["properties"]["operations"]["items"]["enum"]
+    return every
+
+
 def _recording_defaults() -> dict[str, Any]:
     props = schema.policy_schema()["properties"]["spec"]["properties"]["recording"]["properties"]
     return {"retentionDays": props["retentionDays"]["default"], "mode": props["mode"]["default"]}
@@ -94,6 +103,8 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
             }
             if "maxTokens" in subject:
                 grant["maxTokens"] = subject["maxTokens"]
+            operations = subject.get("operations", _default_operations())
+            grant["operations"] = {op: True for op in sorted(set(operations))}
             grants.append(grant)
             for kind, field_name in _PRINCIPALS:
                 for name in sorted(set(subject.get(field_name, []))):
@@ -167,6 +178,8 @@ def _compile_rule(policy: str, rule: dict[str, Any]) -> dict[str, Any]:
         compiled["models"] = sorted(set(when["models"]))
     if "maxTokensAbove" in when:
         compiled["maxTokensAbove"] = when["maxTokensAbove"]
+    if "operations" in when:
+        compiled["operations"] = {op: True for op in sorted(set(when["operations"]))}
     return {"policy": policy, "name": rule["name"], "action": policy_model.ACTION_TO_DECISION[rule["action"]],
             "message": rule.get("message", f"rule {rule['name']} of {policy}"), "when": compiled}
 

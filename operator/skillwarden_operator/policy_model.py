@@ -21,6 +21,7 @@ PLURAL = "skillpolicies"
 KIND = "SkillPolicy"
 
 DEFAULT_MIN_RETENTION_DAYS = 1
+
 MAX_APPROVAL_TTL_SECONDS = 7 * 24 * 3600
 
 # Rego's action names (the decision contract) for the CRD's camelCase ones.

@@ -26,6 +26,9 @@ req_model := object.get(request, "model", "")
 
 prompt := object.get(request, "prompt_text", "")
 
+# The sidecar always classifies the route; hand-written inputs without one mean a message.
+operation := object.get(request, "operation", "messages.create")
+
 skill_key(s) := sprintf("%s/%s", [object.get(s, "type", ""), object.get(s, "skill_id", "")])
 
 # ---------------------------------------------------------------------------------------------
@@ -95,6 +98,8 @@ grant_covers_tokens(_) if not is_number(object.get(request, "max_tokens", null))
 
 grant_covers_tokens(grant) if request.max_tokens <= grant.maxTokens
 
+grant_covers_operation(grant) if grant.operations[operation]
+
 granting contains i if {
 	some i in candidate_grants
 	grant := data.skillwarden.policies.grants[i]
@@ -102,6 +107,7 @@ granting contains i if {
 	grant_covers_model(grant)
 	grant_covers_tools(grant)
 	grant_covers_tokens(grant)
+	grant_covers_operation(grant)
 }
 
 granted if count(granting) > 0
@@ -159,6 +165,10 @@ cond_tokens(when) if not is_number(object.get(when, "maxTokensAbove", null))
 
 cond_tokens(when) if request.max_tokens > when.maxTokensAbove
 
+cond_operations(when) if not when.operations
+
+cond_operations(when) if when.operations[operation]
+
 matching_rules contains i if {
 	some i in candidate_rules
 	when := data.skillwarden.policies.rules[i].when
@@ -166,6 +176,7 @@ matching_rules contains i if {
 	cond_tools(when)
 	cond_models(when)
 	cond_tokens(when)
+	cond_operations(when)
 	cond_prompt(when) # last: the only costly condition
 }
 

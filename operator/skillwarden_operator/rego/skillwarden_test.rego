@@ -143,6 +143,36 @@ test_request_without_model_or_skills if {
 	finance_decision({"identity": no_groups, "workload": bot, "request": r}).action == "allow"
 }
 
+test_changing_custom_skills_needs_an_explicit_operation_grant if {
+	create := {"method": "POST", "path": "/v1/skills", "operation": "skills.create", "skills": [], "tools": []}
+	d := finance_decision({"identity": no_groups, "workload": bot, "request": create})
+	d.action == "deny"
+	platform := {"kind": "oidc", "sub": "pat", "groups": ["finance-platform"]}
+	p := finance_decision({"identity": platform, "workload": {"namespace": "finance", "service_account": "ci"}, "request": create})
+	p.action == "allow"
+	p.policy == "finance/finance-reporting"
+	delete := object.union(create, {"method": "DELETE", "operation": "skills.delete"})
+	finance_decision({"identity": platform, "workload": bot, "request": delete}).action == "deny"
+
+	# the publishers may not send messages: no model or skill grant
+	finance_decision({"identity": platform, "workload": {"namespace": "finance", "service_account": "ci"}, "request": req([], "hi")}).action == "deny"
+}
+
+test_omitted_operations_allow_every_operation if {
+	alice := {"kind": "oidc", "sub": "u-1", "email": "alice@example.com", "groups": []}
+	create := {"method": "POST", "path": "/v1/skills", "operation": "skills.create", "skills": [], "tools": []}
+	d := decide(data.testdata.support, {"identity": alice, "workload": {"namespace": "support", "service_account": "x"}, "request": create})
+	d.action == "allow"
+}
+
+test_operation_rule if {
+	w := {"namespace": "platform-sandbox", "service_account": "default"}
+	del := {"method": "DELETE", "path": "/v1/skills/skill_01X", "operation": "skills.delete", "skills": [], "tools": []}
+	d := decide(data.testdata.sandbox, {"identity": no_groups, "workload": w, "request": del})
+	d.action == "deny"
+	d.rule == "no-skill-deletes"
+}
+
 # --- rules -----------------------------------------------------------------------------------
 
 test_approval_required_prompt if {

@@ -129,8 +129,10 @@ def test_kubectl_apply_rejects_invalid_policies_naming_the_field(
          "spec.recording.retentionDays: Invalid value: 7: below the retention floor of 30 days"),
         (lambda s: s["rules"].append({**s["rules"][0], "name": "allow-dumps", "action": "allow"}),
          "spec.rules[3].when: conflicting rules: same conditions as spec.rules[0]"),
-        (lambda s: s["masking"]["custom"].append({"name": "TICKET", "pattern": "T-[0-9]+"}),
-         "spec.masking.custom[1].pattern: Invalid value"),
+        (lambda s: s["masking"]["custom"].append({"name": "TICKET", "pattern": "T-[0-9]{2000}"}),
+         "spec.masking.custom[1].pattern: not a valid RE2 pattern: invalid repetition size"),
+        (lambda s: s["masking"]["custom"].append({"name": "ANYTHING", "pattern": "[0-9]*"}),
+         "spec.masking.custom[1].pattern: Invalid value: matches the empty string"),
     ]
     for change, expected in cases:
         result = cluster.apply(_invalid(namespace, change))

@@ -59,7 +59,7 @@ CASES = [
     ("approval without approvers", lambda s: s.pop("approval"),
      "spec.approval.approvers: Required value: spec.rules[1] requires approval"),
     ("subject without principals", lambda s: s["subjects"].append({"name": "nobody", "models": ["*"]}),
-     "spec.subjects[1]: Required value: a subject needs at least one of groups, users, serviceAccounts"),
+     "spec.subjects[2]: Required value: a subject needs at least one of groups, users, serviceAccounts"),
     ("unknown field", lambda s: s["rules"][0]["when"].__setitem__("promptMatch", ["x"]),
      'spec.rules[0].when.promptMatch: Unknown field "promptMatch"'),
     ("wrong type", lambda s: s["subjects"][0].__setitem__("maxTokens", "8k"),
