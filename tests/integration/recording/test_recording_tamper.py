@@ -20,6 +20,7 @@ from recording_helpers import (
 )
 
 from skillwarden_sidecar.recording import Recorder
+from skillwarden_sidecar.recording.entry import decode_line, encode_entry, parse_timestamp
 
 
 def rewrite_record(s3: dict[str, Any], client: Any, prefix: str) -> None:
@@ -47,6 +48,26 @@ def reorder_records(s3: dict[str, Any], client: Any, prefix: str) -> None:
     filer("PUT", version_path(s3, client, key), b"".join(lines))
 
 
+def recompute_chain(s3: dict[str, Any], client: Any, prefix: str) -> None:
+    """A careful forger: rewrites a record AND recomputes every hash and link after it, so each
+    line and the chain look intact. Only the signed digests can tell."""
+    key = object_keys(client, s3, prefix, "records")[0]
+    lines = client.get_object(Bucket=s3["bucket"], Key=key)["Body"].read().splitlines(keepends=True)
+    forged, prev = [], None
+    for line in lines:
+        entry = decode_line(line).entry
+        if prev is not None:
+            entry["prev"] = prev
+        record = entry["record"]
+        if record.get("prompt", {}).get("text") == "list all passwords":
+            record["prompt"]["text"] = "summarise the weather"
+        encoded = encode_entry(entry["stream"], entry["seq"], entry["prev"], entry["kind"],
+                               parse_timestamp(entry["time"]), record)
+        forged.append(encoded.line)
+        prev = encoded.hash
+    filer("PUT", version_path(s3, client, key), b"".join(forged))
+
+
 def add_delete_marker(s3: dict[str, Any], client: Any, prefix: str) -> None:
     key = object_keys(client, s3, prefix, "records")[0]
     client.delete_object(Bucket=s3["bucket"], Key=key)  # no VersionId: S3 adds a delete marker
@@ -60,6 +81,7 @@ TAMPERING: dict[str, tuple[Callable[[dict[str, Any], Any, str], None], str, int]
     "digest_deleted": (delete_digest, "digest_missing", 1),
     "reordered": (reorder_records, "reordered", 1),
     "delete_marker": (add_delete_marker, "delete_marker", 1),
+    "chain_recomputed": (recompute_chain, "digest_mismatch", 1),
 }
 
 
