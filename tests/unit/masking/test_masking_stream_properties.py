@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from skillwarden_sidecar.masking import BUILTIN_ENTITIES, Masker, MaskingSpec
 from skillwarden_sidecar.masking.stream import StreamMasker
+from skillwarden_sidecar.masking.structured import mask_json
 from skillwarden_sidecar.sse import SseDecoder, SseEvent
 
 
@@ -222,3 +224,25 @@ def test_stream_equals_whole_text_masking_on_arbitrary_text(data: st.DataObject)
     wire = _wire(_events("text", pieces), crlf=False)
     out = run_wire(wire, _cuts(data.draw, len(wire), 8))
     assert _deltas(out, "text") == MASKER.mask_text(text).text
+
+
+JSON_TEXT = st.one_of(st.text(ALPHABET, max_size=5), st.sampled_from(SECRETS),
+                      st.builds(lambda a, s, b: f"{a} {s} {b}", st.text(ALPHABET, max_size=3),
+                                st.sampled_from(SECRETS), st.text(ALPHABET, max_size=3)))
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), JSON_TEXT),
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.text(ALPHABET, max_size=4), children, max_size=4)),
+    max_leaves=12)
+
+
+@SETTINGS
+@given(data=st.data(), document=st.dictionaries(st.text(ALPHABET, max_size=4), JSON_VALUES, max_size=4),
+       ascii_only=st.booleans())
+def test_arbitrary_tool_input_streams_to_the_same_json_as_structured_masking(
+        data: st.DataObject, document: dict[str, Any], ascii_only: bool) -> None:
+    encoded = json.dumps(document, ensure_ascii=ascii_only)
+    pieces = _split(encoded, _cuts(data.draw, len(encoded), 12))
+    out = run_wire(_wire(_events("tool_use", pieces), crlf=False), [])
+    expected = mask_json(MASKER, document, Counter(), free=True)
+    assert json.loads(_deltas(out, "partial_json")) == expected
