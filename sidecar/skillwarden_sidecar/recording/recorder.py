@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +67,7 @@ class Recorder:
         self._last_digest_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._last_warning = 0.0
+        self._spool_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skillwarden-spool")
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -151,6 +153,7 @@ class Recorder:
         await self._tasks[0]
         await self._shipper.final_pass(self.config.close_ship_timeout_s)
         self._writer.abandon()
+        self._spool_thread.shutdown(wait=False)
         RECORDING_AVAILABLE.set(0)
 
     async def __aenter__(self) -> Recorder:
@@ -228,8 +231,10 @@ class Recorder:
                 first, last = batch[0][0], batch[-1][0]
                 async with self._io_lock:
                     try:
-                        await asyncio.to_thread(self._writer.write_batch, lines, first.seq, last.seq,
-                                                batch[0][2])
+                        # One dedicated thread: no queueing behind the shipper's S3 calls.
+                        await asyncio.get_running_loop().run_in_executor(
+                            self._spool_thread, self._writer.write_batch, lines, first.seq, last.seq,
+                            batch[0][2])
                     except OSError as error:
                         self._fail(f"spool write failed: {error}", batch)
                         return

@@ -31,15 +31,18 @@ WRITER = Path(__file__).with_name("recording_writer.py")
 
 
 def run_and_kill_writer(settings: dict[str, Any]) -> tuple[set[str], str]:
-    """Run the writer process until 300 request parts are durable, then SIGKILL it mid-stream."""
+    """Run the writer process until enough request parts are durable, then SIGKILL it mid-stream."""
     process = subprocess.Popen([sys.executable, str(WRITER), json.dumps(settings)], stdout=subprocess.PIPE,
                                text=True)
     acked: set[str] = set()
     crashed_stream = ""
     try:
         assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        while len(acked) < 300 and time.monotonic() < deadline:
+        started = time.monotonic()
+        deadline = started + 60
+        # At least 300 acknowledged requests and 1.5 s of running: several interval digests
+        # (0.3 s) were signed before the kill, and a tail after the last one.
+        while (len(acked) < 300 or time.monotonic() - started < 1.5) and time.monotonic() < deadline:
             line = process.stdout.readline()
             if line.startswith("STREAM "):
                 crashed_stream = line.split()[1]
