@@ -26,7 +26,7 @@ from typing import Any
 from skillwarden_sidecar.recording import layout
 from skillwarden_sidecar.recording.config import RecorderConfig, RecorderConfigError, RecordingUnavailable
 from skillwarden_sidecar.recording.digest import SealedObject, build_digest
-from skillwarden_sidecar.recording.entry import GENESIS_HASH, EncodedEntry, encode_entry
+from skillwarden_sidecar.recording.entry import GENESIS_HASH, EncodedEntry, encode_entry, sha256_hex
 from skillwarden_sidecar.recording.keys import SigningKeyError, key_id, load_or_create_signing_key, public_pem
 from skillwarden_sidecar.recording.metrics import (
     DIGESTS_SIGNED,
@@ -127,7 +127,7 @@ class Recorder:
             recovered[stream] = recover_stream(self._spool, stream, directory)
         previous = self._spool.read_link()
         if previous is None:
-            return None
+            return self._link_from_bucket()
         link: dict[str, Any] = {"stream": previous.get("stream"), "digest_n": previous.get("digest_n"),
                                 "digest_hash": previous.get("digest_hash"),
                                 "prefix": previous.get("prefix", self.config.prefix)}
@@ -135,6 +135,32 @@ class Recorder:
         if found is not None and found.last_seq:
             link["spool_last_seq"], link["spool_last_hash"] = found.last_seq, found.last_hash
         return link
+
+    def _link_from_bucket(self) -> dict[str, Any] | None:
+        """No spool history (a fresh volume): link to this pod's newest stream in the bucket, by
+        the hash of its newest digest. Best effort: an unreadable bucket leaves the link empty."""
+        config = self.config
+        pod_prefix = f"{config.prefix}{config.namespace or '_'}/{config.pod}/"
+        try:
+            streams: set[str] = set()
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                    Bucket=config.bucket, Prefix=pod_prefix):
+                for item in page.get("Contents", []):
+                    parsed = layout.parse_key(config.prefix, item["Key"])
+                    if parsed.kind == "digest":
+                        streams.add(parsed.stream)
+            if not streams:
+                return None
+            newest = max(streams)
+            listing = self._client.list_objects_v2(
+                Bucket=config.bucket, Prefix=layout.object_key(config.prefix, newest, "digests/"))
+            keys = sorted(item["Key"] for item in listing.get("Contents", []))
+            body = self._client.get_object(Bucket=config.bucket, Key=keys[-1])["Body"].read()
+        except Exception as error:  # the link is evidence, not a start condition
+            log.warning("recording: could not read this pod's previous stream from the bucket: %s", error)
+            return None
+        return {"stream": newest, "digest_n": layout.parse_key(config.prefix, keys[-1]).number,
+                "digest_hash": sha256_hex(body), "prefix": config.prefix, "source": "bucket"}
 
     async def close(self) -> None:
         """Seal, write the final signed digest, ship what S3 takes within the close timeout."""

@@ -110,3 +110,20 @@ async def test_verify_rejects_an_untrusted_key_and_bad_credentials(
                          "--prefix", config.prefix, "--access-key", s3["access_key"], "--secret-key", "wrong",
                          "--trusted-key", str(public_key_of(config)))
     assert code == 3 and "cannot read" in json.loads(text)["error"]
+
+
+async def test_a_fresh_spool_links_to_the_pods_previous_stream_in_the_bucket(
+        make_config: ConfigFactory, s3: dict[str, Any], tmp_path: Path) -> None:
+    first = make_config(spool_dir=tmp_path / "spool-a")
+    async with Recorder(first) as recorder:
+        await run_session(recorder, 3)
+        earlier = recorder.stream_id
+    # Same pod, new volume (the spool is gone), same signing key mounted from a Secret.
+    second = make_config(spool_dir=tmp_path / "spool-b", signing_key_file=first.signing_key_file)
+    async with Recorder(second) as recorder:
+        await run_session(recorder, 3, tag="again")
+        later = recorder.stream_id
+    code, report = verify_cli(s3, first.prefix, public_key_of(first))
+    assert (code, report["findings"]) == (0, [])
+    link = report["streams"][later]["prev_stream"]
+    assert (link["stream"], link["source"], link["digest_n"]) == (earlier, "bucket", 1)
