@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 SUT_CORE = 1
@@ -109,6 +110,7 @@ class Arm:
     extra_pids: list[int] = field(default_factory=list)  # helpers outside the SUT (e.g. S3)
     wiring: dict[str, str] = field(default_factory=dict)
     metrics_url: str = ""
+    s3: dict[str, Any] = field(default_factory=dict)
 
     def pids(self) -> list[int]:
         found: list[int] = []

@@ -117,6 +117,7 @@ def stack_s3(work: Path) -> dict[str, Any]:
     """Only SeaweedFS of the dev stack (on core 0 with the generator): the sidecar ships there."""
     from skillwarden_devstack import components, tools
     bins = tools.ensure_all()
+    (work / "stack").mkdir(parents=True, exist_ok=True)
     running, s3 = components.start_s3(bins, work / "stack")
     s3["pid"] = running.pid
     return s3
@@ -150,15 +151,18 @@ def start(upstream: str, work: Path, rules: int = 10) -> arms_mod.Arm:
     if "--masking-" in flags:
         wiring["masking"] = "on (policy: upstream + client entities, hmac/partial operators)"
         env["SKILLWARDEN_MASKING_HMAC_KEY_FILE"] = str(_hmac_key(work))
-    if "--recording-" in flags:
+    if "--records-bucket" in flags:
         s3 = stack_s3(work)
-        arm.extra_pids.append(s3["pid"])  # stopped with the arm; not counted as SUT
+        arm.extra_pids.append(s3["pid"])  # stopped with the arm; on core 0, not counted as SUT
+        arm.s3 = s3
         spool = work / "spool"
-        env.update({"SKILLWARDEN_RECORDING_S3_ENDPOINT": s3["endpoint"],
-                    "SKILLWARDEN_RECORDING_S3_ACCESS_KEY": s3["access_key"],
-                    "SKILLWARDEN_RECORDING_S3_SECRET_KEY": s3["secret_key"],
-                    "SKILLWARDEN_RECORDING_SPOOL_DIR": str(spool)})
-        wiring["recording"] = f"spool {spool} (group commit) shipped to SeaweedFS {s3['endpoint']}"
+        argv += [f"--records-bucket={s3['bucket']}", "--records-prefix=bench/",
+                 f"--records-endpoint={s3['endpoint']}", f"--records-spool-dir={spool}",
+                 "--records-retention-days=1"]
+        env.update({"AWS_ACCESS_KEY_ID": s3["access_key"], "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
+                    "AWS_REGION": s3.get("region", "us-east-1")})
+        wiring["recording"] = (f"on: spool {spool} (fsync, group commit) shipped to SeaweedFS "
+                               f"{s3['endpoint']} bucket {s3['bucket']} (Object Lock)")
     arm.wiring = wiring
     proc = arm.spawn(argv, work / "sidecar.log", env=env)
     arm.url = f"http://127.0.0.1:{port}"
@@ -179,6 +183,18 @@ def evidence(arm: arms_mod.Arm) -> dict[str, float]:
                             "skillwarden_requests_total")):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
+    if arm.s3:
+        # What reached the Object Lock bucket (the shipper's work), straight from S3.
+        from skillwarden_devstack import components
+        client = components.s3_client(arm.s3["endpoint"], arm.s3["access_key"], arm.s3["secret_key"])
+        objects = size = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=arm.s3["bucket"],
+                                                                    Prefix="bench/"):
+            for item in page.get("Contents", []):
+                objects += 1
+                size += int(item["Size"])
+        out["s3_objects_under_bench/"] = objects
+        out["s3_bytes_under_bench/"] = size
     return out
 
 
