@@ -669,7 +669,9 @@ def sidecar_container(namespace: str, options: PodOptions, settings: InjectionSe
     ]
     if settings.signing_key_secret:
         mounts.append({"name": VOLUME_SIGNING_KEY, "mountPath": SIGNING_KEY_DIR, "readOnly": True})
-        env.append({"name": "SKILLWARDEN_SIGNING_KEY_FILE", "value": f"{SIGNING_KEY_DIR}/signing-key.pem"})
+        # The recording hook's own variable (sidecar/skillwarden_sidecar/recording/sidecar_hook.py).
+        env.append({"name": "SKILLWARDEN_RECORDS_SIGNING_KEY_FILE",
+                    "value": f"{SIGNING_KEY_DIR}/signing-key.pem"})
     if kube_sa_mount is not None:
         mounts.append(kube_sa_mount)
     probe = {"httpGet": {"path": "/readyz", "port": settings.admin_port}, "periodSeconds": 2,
