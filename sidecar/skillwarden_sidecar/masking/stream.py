@@ -20,6 +20,7 @@ concatenated `partial_json` stays valid JSON. Replacements contain no character 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +49,15 @@ class _HoldRule:
 
 
 def _hold_rules(masker: Masker) -> tuple[_HoldRule, ...]:
+    return _compile_hold_rules(tuple((d.charset, d.prefixes, d.max_len) for d in masker.detectors))
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_hold_rules(detectors: tuple[tuple[str, tuple[str, ...], int], ...]) -> tuple[_HoldRule, ...]:
     rules: dict[tuple[str, tuple[str, ...]], int] = {}
-    for detector in masker.detectors:
-        key = (detector.charset, detector.prefixes)
-        rules[key] = max(rules.get(key, 0), detector.max_len)
+    for charset, prefixes, max_len in detectors:
+        key = (charset, prefixes)
+        rules[key] = max(rules.get(key, 0), max_len)
     return tuple(
         _HoldRule(compile_re2(f"{charset}*\\z"), max_len, tuple(p.encode() for p in prefixes),
                   frozenset(p.encode()[:k] for p in prefixes for k in range(1, len(p))),
