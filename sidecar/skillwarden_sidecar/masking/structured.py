@@ -19,7 +19,9 @@ MAX_DEPTH = 64
 # Keys whose values are identifiers or protocol fields, never user text.
 STRUCTURAL_KEYS = frozenset(
     {"type", "id", "tool_use_id", "name", "signature", "media_type", "cache_control", "role",
-     "file_id", "container_id", "stop_reason", "stop_sequence", "model", "index"}
+     "file_id", "container_id", "stop_reason", "stop_sequence", "model", "index",
+     # opaque provider blobs (web search results): changing a byte would break them
+     "encrypted_content", "encrypted_index"}
 )  # fmt: skip
 _OPAQUE_TYPES = frozenset({"base64", "redacted_thinking", "image"})
 
