@@ -42,7 +42,10 @@ def install(args: argparse.Namespace | None, settings: kopf.OperatorSettings, me
         memo[SETTINGS_MEMO_KEY] = injection.load_settings(os.environ)
     except injection.SettingsError as error:
         raise SystemExit(f"skillwarden operator: invalid injection settings: {error}") from None
-    memo[EVENTS_MEMO_KEY] = EventPoster(_api_client())
+    try:
+        memo[EVENTS_MEMO_KEY] = EventPoster(_api_client())
+    except Exception as error:  # no API credentials here: inject anyway, without Events
+        log.warning("injection events disabled: no Kubernetes API client (%s)", error)
     settings.admission.server = guarded_server(settings.admission.server, os.environ)
 
 

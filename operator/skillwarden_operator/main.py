@@ -32,6 +32,7 @@ from skillwarden_operator.state import OperatorState
 HANDLER_MODULES = [
     "skillwarden_operator.policy_handlers",
     "skillwarden_operator.approvals_admission",
+    "skillwarden_operator.injection_handlers",
 ]
 
 
