@@ -179,7 +179,7 @@ class Upstream:
                 await response.write(b"event: error\ndata: " + error_body(
                     "api_error", "upstream stream interrupted") + b"\n\n")
         finally:
-            exchange.response_message = accumulated.message
+            exchange.response_message = accumulated.finish()
             if accumulated.message is not None:
                 usage = accumulated.message.get("usage")
                 exchange.usage = usage if isinstance(usage, dict) else None

@@ -16,11 +16,21 @@ from skillwarden_sidecar.sse import SseEvent
 
 
 class MessageAccumulator:
+    """Fragments are collected in lists and joined once per block (at its stop, or `finish()`):
+    appending to a growing string per delta would be quadratic in the length of the answer."""
+
     def __init__(self) -> None:
         self.message: dict[str, Any] | None = None
         self._json_parts: dict[int, list[str]] = {}
+        self._text_parts: dict[tuple[int, str], list[str]] = {}  # (index, field) -> fragments
         self.events = 0
         self.error: dict[str, Any] | None = None
+
+    def finish(self) -> dict[str, Any] | None:
+        """Join what is still open (a stream cut before its blocks stopped) and return the message."""
+        for index in sorted({i for i, _ in self._text_parts} | set(self._json_parts)):
+            self._stop(index)
+        return self.message
 
     def add(self, event: SseEvent) -> None:
         self.events += 1
@@ -71,19 +81,30 @@ class MessageAccumulator:
         if block is None or not isinstance(delta, dict):
             return
         kind = delta.get("type")
+        index = data["index"]
         if kind == "text_delta":
-            block["text"] = str(block.get("text", "")) + str(delta.get("text", ""))
+            self._fragment(block, index, "text").append(str(delta.get("text", "")))
         elif kind == "input_json_delta":
-            self._json_parts.setdefault(data["index"], []).append(str(delta.get("partial_json", "")))
+            self._json_parts.setdefault(index, []).append(str(delta.get("partial_json", "")))
         elif kind == "thinking_delta":
-            block["thinking"] = str(block.get("thinking", "")) + str(delta.get("thinking", ""))
+            self._fragment(block, index, "thinking").append(str(delta.get("thinking", "")))
         elif kind == "signature_delta":
             block["signature"] = str(delta.get("signature", ""))
         elif kind == "citations_delta":
             block.setdefault("citations", []).append(delta.get("citation"))
 
+    def _fragment(self, block: dict[str, Any], index: int, name: str) -> list[str]:
+        parts = self._text_parts.get((index, name))
+        if parts is None:
+            parts = self._text_parts[(index, name)] = [str(block.get(name, ""))]
+        return parts
+
     def _stop(self, index: Any) -> None:
         block = self._block(index)
+        for name in ("text", "thinking"):
+            fragments = self._text_parts.pop((index, name), None)
+            if block is not None and fragments is not None:
+                block[name] = "".join(fragments)
         parts = self._json_parts.pop(index, None) if isinstance(index, int) else None
         if block is not None and parts is not None:
             joined = "".join(parts)

@@ -125,9 +125,9 @@ def start_opa(opa_binary: Path, state: Path, bundle_url: str, namespace: str, na
                                           "polling": {"min_delay_seconds": 1, "max_delay_seconds": 2}}}}
     config_file = state / f"{name}.json"
     config_file.write_text(json.dumps(config))
-    running = processes.spawn(name, [str(opa_binary), "run", "--server", f"--addr=127.0.0.1:{port}",
-                                     "--diagnostic-addr=", f"--config-file={config_file}"],
-                              state / f"{name}.log")
+    argv = [str(opa_binary), "run", "--server", f"--addr=127.0.0.1:{port}", "--diagnostic-addr=",
+            "--log-level=error", f"--config-file={config_file}"]
+    running = processes.spawn(name, argv, state / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     processes.wait_until(name, lambda: urllib.request.urlopen(f"{url}/health?bundles").status == 200,
                          running, 30, "serving its bundle")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +229,36 @@ async def test_every_path_is_recorded_and_recording_fails_closed(sidecar_factory
             async with http.get(sidecar.admin_url + "/readyz") as ready:
                 assert ready.status == 503 and "spool full" in (await ready.json())["recording"]
     assert len(fake[0].received) == 1
+
+
+async def test_slow_client_backpressures_the_upstream(sidecar: SidecarHandle,
+                                                      fake: tuple[FakeClaude, str]) -> None:
+    """A client that stops reading stalls the upstream (bounded buffers), and then gets every byte."""
+    upstream, _ = fake
+    upstream.settings.reply_text = " ".join(["0123456789"] * 2_400_000)  # ~26 MB of text
+    upstream.settings.words_per_delta = 400
+    body = json.dumps({"model": MODEL, "max_tokens": 64, "stream": True, "messages": SAY_A}).encode()
+    port = int(sidecar.url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # a small, fixed window: no autotuning
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=8192)
+    writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nanthropic-version: 2023-06-01\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(2.0)  # not reading
+    assert upstream.stats.streams_started == 1 and upstream.stats.streams_completed == 0
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # now read at full speed
+    started = time.monotonic()
+    received = 0
+    while chunk := await asyncio.wait_for(reader.read(1 << 20), timeout=30):
+        received += len(chunk)
+        if chunk.endswith(b"0\r\n\r\n"):  # end of the chunked body
+            break
+    writer.close()
+    assert received > 26_000_000
+    assert time.monotonic() - started < 10  # linear relay (it took 15 s when text was re-concatenated)
+    assert upstream.stats.streams_completed == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,28 @@ def test_accumulator_rebuilds_the_message_from_any_chunking(request_body: dict[s
     for event in decoder.close():
         accumulator.add(event)
     assert accumulator.message == message
+
+
+def _event(data: dict[str, Any]) -> Any:
+    from skillwarden_sidecar.sse import SseEvent
+    return SseEvent(event=str(data["type"]), data=orjson.dumps(data).decode())
+
+
+def test_accumulator_is_linear_and_finishes_cut_streams() -> None:
+    accumulator = MessageAccumulator()
+    accumulator.add(_event({"type": "message_start", "message": {"id": "m", "content": [], "usage": {}}}))
+    accumulator.add(_event({"type": "content_block_start", "index": 0,
+                            "content_block": {"type": "text", "text": ""}}))
+    piece = "x" * 1000
+    started = time.perf_counter()
+    for _ in range(20_000):  # 20 MB of text in 20k deltas
+        accumulator.add(_event({"type": "content_block_delta", "index": 0,
+                                "delta": {"type": "text_delta", "text": piece}}))
+    accumulator.add(_event({"type": "content_block_start", "index": 1,
+                            "content_block": {"type": "tool_use", "id": "t", "name": "n", "input": {}}}))
+    accumulator.add(_event({"type": "content_block_delta", "index": 1,
+                            "delta": {"type": "input_json_delta", "partial_json": '{"a": '}}))
+    message = accumulator.finish()  # the stream was cut: no content_block_stop, no message_stop
+    assert time.perf_counter() - started < 5
+    assert message is not None and len(message["content"][0]["text"]) == 20_000_000
+    assert message["content"][1]["input"] == {"_unparsed": '{"a": '}
