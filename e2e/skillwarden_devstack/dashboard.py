@@ -43,6 +43,17 @@ VARIABLE_STAND_INS: dict[str, str] = {
     "$model": ".*",
 }
 
+# Series that skillwarden does not define: the kube-apiserver's own view of our admission webhooks
+# (the only witness when the operator is down or unreachable). Prometheus must scrape the API
+# server for them (kube-prometheus does by default). Tests check the names against its /metrics.
+EXTERNAL_SERIES: dict[str, str] = {
+    "apiserver_admission_webhook_request_total": "kube-apiserver",
+    "apiserver_admission_webhook_rejection_count": "kube-apiserver",
+    "apiserver_admission_webhook_fail_open_count": "kube-apiserver",
+}
+# Our webhook entries are all named *.skillwarden.io (templates/webhooks.yaml).
+_OUR_WEBHOOKS = 'name=~".+[.]skillwarden[.]io"'
+
 # Sidecar series carry the workload's namespace; the selector every sidecar panel uses.
 _REQ = 'namespace=~"$namespace",skill=~"$skill",model=~"$model"'
 _NS = 'namespace=~"$namespace"'
@@ -184,6 +195,15 @@ ROWS: tuple[RowSpec, ...] = (
                   (_q("sum by (result) "
                       "(rate(skillwarden_operator_admission_reviews_total[$__rate_interval]))",
                       "{{result}}"),), unit="reqps", width=12),
+        PanelSpec("Webhook calls seen by the API server", "The kube-apiserver's calls to our admission "
+                  "webhooks by HTTP code, and failures it could not deliver (the only witness when the "
+                  "operator is down). Needs Prometheus to scrape the API server.",
+                  (_q("sum by (name, code) "
+                      f"(rate(apiserver_admission_webhook_request_total{{{_OUR_WEBHOOKS}}}[$__rate_interval]))",
+                      "{{name}} {{code}}"),
+                   _q("sum by (name) (rate(apiserver_admission_webhook_rejection_count"
+                      f'{{{_OUR_WEBHOOKS},error_type="calling_webhook_error"}}[$__rate_interval]))',
+                      "{{name}} unreachable (refused)")), unit="reqps", width=24),
     )),
 )
 
@@ -240,6 +260,15 @@ ALERTS: tuple[AlertSpec, ...] = (
               "0m", "critical", "The injection webhook is failing",
               "The injection webhook failed for pods in {{ $labels.namespace }}; with failurePolicy=Fail "
               "those pods are not created. See the operator's log and the pods' owner Events."),
+    AlertSpec("SkillwardenWebhookUnreachable",
+              "sum by (name) (increase(apiserver_admission_webhook_rejection_count"
+              f'{{{_OUR_WEBHOOKS},error_type="calling_webhook_error"}}[5m])) > 0 or '
+              "sum by (name) "
+              f"(increase(apiserver_admission_webhook_fail_open_count{{{_OUR_WEBHOOKS}}}[5m])) > 0",
+              "0m", "critical", "The API server cannot reach a skillwarden webhook",
+              "The API server could not call {{ $labels.name }} in the last 5 minutes: with "
+              "failurePolicy=Fail the requests were refused, with Ignore they passed unchecked. Check the "
+              "operator pods, the webhook Service and the certificate (caBundle)."),
     AlertSpec("SkillwardenApprovalsExpiringUnreviewed",
               'sum by (namespace) (increase(skillwarden_approvals_total{state="Expired"}[1h])) > 0',
               "0m", "warning", "Approval requests expired without a review",

@@ -85,6 +85,20 @@ CASES: list[tuple[str, list[dict[str, str]], str, list[dict[str, Any]]]] = [
      [_series("skillwarden_injections_total",
               {"namespace": "finance", "result": "denied", "reason": "invalid"},
               "0 0 0 1 1 1")], "4m", []),
+    ("SkillwardenWebhookUnreachable",
+     [_series("apiserver_admission_webhook_rejection_count",
+              {"name": "inject.pods.skillwarden.io", "error_type": "calling_webhook_error",
+               "operation": "CREATE", "rejection_code": "500", "type": "admit"}, "0 0 1 1")], "3m",
+     [_expected("SkillwardenWebhookUnreachable", {"name": "inject.pods.skillwarden.io"},
+                "The API server could not call inject.pods.skillwarden.io in the last 5 minutes: with "
+                "failurePolicy=Fail the requests were refused, with Ignore they passed unchecked. Check the "
+                "operator pods, the webhook Service and the certificate (caBundle).")]),
+    ("SkillwardenWebhookUnreachable",  # a policy the webhook rejected is the webhook working
+     [_series("apiserver_admission_webhook_rejection_count",
+              {"name": "validate.skillpolicies.skillwarden.io", "error_type": "no_error",
+               "operation": "CREATE", "rejection_code": "422", "type": "validating"}, "0 0 1 1"),
+      _series("apiserver_admission_webhook_fail_open_count",
+              {"name": "validate.other.example.com", "type": "validating"}, "0 0 1 1")], "3m", []),
     ("SkillwardenApprovalsExpiringUnreviewed",
      [_series("skillwarden_approvals_total", {"state": "Expired", **W}, "0 0 1 1")], "3m",
      [_expected("SkillwardenApprovalsExpiringUnreviewed", {"namespace": "finance"},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from skillwarden_devstack import chart, pki
+from skillwarden_devstack import chart, dashboard, pki
 from skillwarden_devstack.processes import free_port
 from skillwarden_devstack.tools import Binaries
 
@@ -312,6 +313,34 @@ def _wait(condition: Callable[[], bool], seconds: float, what: str, log: Path) -
                          f"operator log:\n{log.read_text()[-4000:]}")
 
 
+def test_the_api_server_refuses_opted_in_pods_while_the_webhook_is_unreachable(
+        bins: Binaries, installed: Installed) -> None:
+    """No operator answers the chart's Service here: an opted-in pod is refused (failurePolicy Fail)
+    with a message naming our webhook, and the API server counts the failures our alert reads."""
+    admin = _admin(installed.stack)
+    with pytest.raises(ApiException) as refused:
+        k8s.CoreV1Api(admin).create_namespaced_pod(installed.workload_namespace, {
+            "metadata": {"name": "unreachable", "labels": {"skillwarden.io/inject": "true"},
+                         "annotations": {"skillwarden.io/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/report:1"}]}})
+    assert 'failed calling webhook "inject.pods.skillwarden.io"' in json.loads(refused.value.body)["message"]
+    # Ignore (as this install sets for policies): admitted unchecked, counted as fail-open.
+    k8s.CustomObjectsApi(admin).create_namespaced_custom_object(
+        GROUP, VERSION, installed.workload_namespace, "skillpolicies",
+        _policy(installed.workload_namespace, "fail-open"), dry_run="All")
+    metrics = subprocess.run([str(bins.kubectl), "--kubeconfig", installed.stack["kubeconfigs"]["admin"],
+                              "get", "--raw", "/metrics"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+    series = {name: [line for line in metrics.splitlines() if line.startswith(name + "{")]
+              for name in dashboard.EXTERNAL_SERIES}
+    assert any('error_type="calling_webhook_error"' in line and 'name="inject.pods.skillwarden.io"' in line
+               for line in series["apiserver_admission_webhook_rejection_count"])
+    assert any('name="validate.skillpolicies.skillwarden.io"' in line
+               for line in series["apiserver_admission_webhook_fail_open_count"])
+    assert any('name="inject.pods.skillwarden.io"' in line
+               for line in series["apiserver_admission_webhook_request_total"])
+
+
 def _serving_cert(stack: dict[str, Any], directory: Path) -> Path:
     """What cert-manager would mount: tls.crt/tls.key for 127.0.0.1 from the stack's dev CA."""
     ca = x509.load_pem_x509_certificate(Path(stack["ca_cert"]).read_bytes())
@@ -325,12 +354,37 @@ def _serving_cert(stack: dict[str, Any], directory: Path) -> Path:
     return directory
 
 
+def _pod(name: str, opted_in: bool) -> dict[str, Any]:
+    marks = {"skillwarden.io/inject": "true"} if opted_in else {}
+    return {"metadata": {"name": name, "labels": dict(marks), "annotations": dict(marks)},
+            "spec": {"serviceAccountName": "report-bot",
+                     "containers": [{"name": "app", "image": "registry.example/report:1"}]}}
+
+
+def _container_names(pod: Any) -> list[str]:
+    return [c.name for c in [*(pod.spec.init_containers or []), *pod.spec.containers]]
+
+
+def _check_injection_through_the_chart_webhook(installed: Installed) -> None:
+    """The chart's pod webhook (objectSelector, namespaceSelector, path) reaches the operator."""
+    core = k8s.CoreV1Api(_admin(installed.stack))
+    ns = installed.workload_namespace
+    injected = core.create_namespaced_pod(ns, _pod("chart-opted-in", True))
+    assert {"skillwarden", "opa", "app"} <= set(_container_names(injected))
+    untouched = core.create_namespaced_pod(ns, _pod("chart-not-opted-in", False))
+    assert _container_names(untouched) == ["app"]
+    # The release namespace is excluded by the namespaceSelector, label or not.
+    core.create_namespaced_service_account(installed.namespace, {"metadata": {"name": "report-bot"}})
+    excluded = core.create_namespaced_pod(installed.namespace, _pod("chart-release-ns", True))
+    assert _container_names(excluded) == ["app"]
+
+
 def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, installed: Installed,
                                                              tmp_path: Path) -> None:
     """`skillwarden operator`, configured by the rendered Deployment's env and ConfigMap and
     authenticated as the chart's ServiceAccount, answers admission through the chart's own webhook
-    configurations (re-rendered with webhook.externalUrl, failurePolicy Fail), compiles a
-    SkillPolicy and serves its bundle, without a single refused API call."""
+    configurations (re-rendered with webhook.externalUrl, failurePolicy Fail: policy validation and
+    pod injection), compiles a SkillPolicy and serves its bundle, without a single refused API call."""
     token = installed.operator.configuration.api_key["authorization"].removeprefix("Bearer ")
     kubeconfig = tmp_path / "operator.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
@@ -405,6 +459,7 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, ins
         with urllib.request.urlopen(bundle_url, timeout=5) as response:
             assert response.status == 200
             assert response.headers["ETag"] == f'"{stored["status"]["bundleRevision"]}"'
+        _check_injection_through_the_chart_webhook(installed)
         ready_gauge = ('skillwarden_operator_policies'
                        f'{{namespace="{installed.workload_namespace}",state="ready"}}')
 
