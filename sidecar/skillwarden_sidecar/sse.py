@@ -41,6 +41,7 @@ class SseDecoder:
     def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="strict")
         self._buffer = ""
+        self._tail: list[str] = []  # pieces of an unterminated line, joined when it ends
         self._pending_cr = False
         self._current = SseEvent()
         self._data_lines: list[str] = []
@@ -62,6 +63,9 @@ class SseDecoder:
         except UnicodeDecodeError as error:
             raise SseError(f"event stream ends inside a UTF-8 character: {error.reason}") from None
         events = self._consume(text)
+        if self._tail:
+            self._buffer += "".join(self._tail)
+            self._tail = []
         if self._buffer:
             self._line(self._buffer, events)
             self._buffer = ""
@@ -73,10 +77,21 @@ class SseDecoder:
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]  # the "\n" of a "\r\n" that was split across chunks
         self._pending_cr = False
-        self._buffer += text
         self._size += len(text)
         if self._size > self._max:
             raise SseError(f"an event exceeds {self._max} bytes")
+        if "\n" not in text and "\r" not in text:
+            # Still inside one line: keep the piece, join once the line ends (a long line arriving
+            # in many chunks would otherwise be re-copied and re-scanned per chunk: quadratic).
+            if text:
+                self._tail.append(text)
+            return events
+        if self._tail:
+            self._tail.append(text)
+            self._buffer += "".join(self._tail)
+            self._tail = []
+        else:
+            self._buffer += text
         start = 0
         buffer = self._buffer
         length = len(buffer)
