@@ -1,8 +1,10 @@
 """Ask OPA. Build the decision input (CONTRACTS.md) from the parsed request; fail closed.
 
-OPA is the injected `opa` container on loopback; plain aiohttp with a pooled session and
-`orjson` is used rather than opa-python-client (one POST, no extra dependency, and the client's
-connection reuse is what keeps a decision well under a millisecond).
+OPA is the injected `opa` container on loopback. Plain aiohttp with a pooled keep-alive session
+and `orjson` is used rather than opa-python-client: it is one POST, needs no extra dependency, and
+shares the event loop's connection pool. (Not measured head to head against opa-python-client;
+the round trip measured about 1 ms p50 sequentially on the 2-core dev box, most of it OPA's own
+evaluation.)
 """
 
 from __future__ import annotations
