@@ -363,7 +363,8 @@ class StreamMasker:
             return [event]
         index = payload.get("index")
         if not isinstance(index, int):
-            return [event]
+            # Malformed (no block index): no stream state to use, so mask the payload whole.
+            return [_event(kind, mask_json(self.masker, payload, self.counts))]
         if kind == "content_block_start":
             return self._start(index, payload)
         if kind == "content_block_delta":

@@ -144,3 +144,10 @@ def test_custom_pattern_with_literal_prefix_holds_back_only_around_it() -> None:
     emitted = [joined(stream.feed(e), "text") for e in events]
     assert emitted[2] == "staff 1234 5678 id "  # digits alone cannot start a match: not held
     assert emitted[3] == "" and "".join(emitted) == "staff 1234 5678 id [EMPLOYEE_ID] ok"
+
+
+def test_delta_without_index_is_masked_whole(masker: Masker) -> None:
+    stream = StreamMasker(masker)
+    out = stream.feed(ev("content_block_delta", {"type": "content_block_delta",
+                                                 "delta": {"type": "text_delta", "text": "ssn 536-22-8472"}}))
+    assert [json.loads(e.data)["delta"]["text"] for e in out] == ["ssn [US_SSN]"]
