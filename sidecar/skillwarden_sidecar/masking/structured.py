@@ -1,7 +1,7 @@
 """Masking of Messages API bodies: only string values change, keys and structure stay, JSON stays valid.
 
-Requests: `system` (string or blocks) and `messages[].content` (string or blocks: text, tool_result
-with string or nested content, tool_use input, document text, thinking). Responses: `content`
+Requests: `system` (string or blocks), `messages[].content` (string or blocks: text, tool_result
+with string or nested content, tool_use input, document text, thinking) and `metadata`. Responses: `content`
 (text, tool_use input, thinking, server tool results). Identifiers and structural fields (ids,
 names, types, signatures, media types) and opaque binary payloads (base64 sources, redacted
 thinking) are left alone.
@@ -72,6 +72,8 @@ def mask_request_body(masker: Masker, body: dict[str, Any]) -> tuple[dict[str, A
     out = dict(body)
     if "system" in body:
         out["system"] = mask_json(masker, body["system"], counts, "$.system", 1)
+    if isinstance(body.get("metadata"), dict):  # metadata.user_id is sometimes an e-mail address
+        out["metadata"] = mask_json(masker, body["metadata"], counts, "$.metadata", 1, free=True)
     messages = body.get("messages")
     if isinstance(messages, list):
         out["messages"] = [

@@ -61,9 +61,11 @@ def test_request_strings_are_masked_and_structure_kept(masker: Masker) -> None:
     assert masked["model"] == "claude-sonnet-4-5" and masked["max_tokens"] == 100
 
 
-def test_system_as_string(masker: Masker) -> None:
-    masked, counts = mask_request_body(masker, {"system": f"call {MAIL}", "messages": []})
-    assert masked["system"] == "call [EMAIL_ADDRESS]" and counts == {"EMAIL_ADDRESS": 1}
+def test_system_as_string_and_metadata(masker: Masker) -> None:
+    masked, counts = mask_request_body(masker, {"system": f"call {MAIL}", "messages": [],
+                                                "metadata": {"user_id": MAIL}})
+    assert masked["system"] == "call [EMAIL_ADDRESS]" and counts == {"EMAIL_ADDRESS": 2}
+    assert masked["metadata"] == {"user_id": "[EMAIL_ADDRESS]"}
 
 
 def test_response_content_text_tool_use_and_thinking(masker: Masker) -> None:
