@@ -13,6 +13,7 @@ import asyncio
 import json
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,20 @@ class World:
         return float(self.app[sidecar_app.METRICS].registry.get_sample_value(name, labels) or 0.0)
 
 
+def _decides(url: str) -> bool:
+    request = urllib.request.Request(
+        f"{url}/v1/data/skillwarden/decision",
+        data=b'{"input": {}}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return "result" in json.loads(response.read())
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def opa_url(approvals_env: ApprovalsEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("approvals-opa")
@@ -130,7 +145,7 @@ def opa_url(approvals_env: ApprovalsEnv, tmp_path_factory: pytest.TempPathFactor
         work / "opa.log",
     )
     url = f"http://127.0.0.1:{port}"
-    processes.wait_until("opa-approvals", lambda: processes.port_open(port), running, 30, "listening")
+    processes.wait_until("opa-approvals", lambda: _decides(url), running, 30, "answering decisions")
     yield url
     processes.stop(running)
 
@@ -208,7 +223,7 @@ def find_approval(env: ApprovalsEnv, marker: str) -> list[dict[str, Any]]:
 
 
 async def wait_for_approval(env: ApprovalsEnv, marker: str, count: int = 1) -> dict[str, Any]:
-    for _ in range(100):
+    for _ in range(300):  # 30 s: generous on a loaded CI machine
         found = await asyncio.to_thread(find_approval, env, marker)
         if len(found) >= count:
             return sorted(found, key=lambda i: i["metadata"]["creationTimestamp"])[-1]
@@ -252,7 +267,7 @@ async def test_requester_waits_approver_approves_request_completes_and_the_recor
     approved = await asyncio.to_thread(cli, env, "approver", "approve", name, "--reason", "Q3 close, FIN-42")
     assert approved.returncode == 0, approved.stderr
 
-    message = await asyncio.wait_for(held, 20)
+    message = await asyncio.wait_for(held, 30)
     assert message.content[0].type == "text"
     assert len(world.fake.received) == 1
     [recorded] = [e for e in world.probe.requests if e.approval.id == name and e.approval.state == "Approved"]
