@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from masking_it_support import NAMESPACE, POLICY, PROVIDER_KEY, WORKLOAD_SA, Sidecar
+from masking_it_support import NAMESPACE, POLICY, PROVIDER_KEY, WORKLOAD_SA, RecordProbe, Sidecar
 
 from skillwarden_devstack import fake_claude, processes, tools
 from skillwarden_operator.bundle import build_bundle
@@ -55,13 +55,15 @@ async def sidecar(upstream: tuple[fake_claude.FakeClaude, str, Path], masking_op
     hooks = Hooks()
     sidecar_hook.install(parser.parse_args(["--masking-hmac-key-file", str(hmac_key)]), None, hooks)
     assert isinstance(hooks.request_masking, sidecar_hook.MaskingHook)
+    probe = RecordProbe(hooks.request_masking)
+    hooks.recording = probe
     config = SidecarConfig(namespace=NAMESPACE, pod_name="report-7f9c", service_account=WORKLOAD_SA,
                            provider_key_file=key_file, upstream_url=url, opa_url=masking_opa, opa_timeout=2.0,
                            port=0, admin_port=0, admin_host="127.0.0.1")
     application = sidecar_app.build_app(config, hooks)
     runner, port = await sidecar_app.start(application, config, "127.0.0.1", 0)
     try:
-        yield Sidecar(f"http://127.0.0.1:{port}", application, hooks.request_masking)
+        yield Sidecar(f"http://127.0.0.1:{port}", application, hooks.request_masking, probe)
     finally:
         with contextlib.suppress(Exception):
             await runner.cleanup()

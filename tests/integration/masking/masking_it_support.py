@@ -10,6 +10,7 @@ from aiohttp import web
 
 from skillwarden_sidecar import app as sidecar_app
 from skillwarden_sidecar.masking import sidecar_hook
+from skillwarden_sidecar.pipeline import Exchange
 
 NAMESPACE = "finance"
 WORKLOAD_SA = "report-bot"
@@ -28,11 +29,29 @@ POLICY: dict[str, Any] = {
 }
 
 
+class RecordProbe:
+    """A recording hook that keeps what a session record may hold: `MaskingHook.record_view`."""
+
+    def __init__(self, hook: sidecar_hook.MaskingHook) -> None:
+        self.hook = hook
+        self.records: list[dict[str, Any]] = []
+
+    def admit(self) -> None:
+        return None
+
+    async def record_request(self, exchange: Exchange) -> None:
+        return None
+
+    async def record_response(self, exchange: Exchange) -> None:
+        self.records.append(self.hook.record_view(exchange))
+
+
 @dataclass
 class Sidecar:
     url: str
     app: web.Application
     hook: sidecar_hook.MaskingHook
+    probe: RecordProbe
 
     def masked_total(self, entity: str, direction: str) -> float:
         registry = self.app[sidecar_app.METRICS].registry

@@ -3,6 +3,7 @@ deciding from a compiled SkillPolicy, and the fake Claude upstream recording wha
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
@@ -67,3 +68,28 @@ async def test_tool_input_streamed_as_json_fragments_stays_valid_and_masked(
     tool_use = next(block for block in final.content if block.type == "tool_use")
     assert tool_use.input == {"query": "charge ****1111 today", "limit": 3}
     assert fake.received[-1].json()["messages"][0]["content"] == f"charge {CARD} today"
+
+
+async def test_records_are_masked_with_every_detector_whatever_the_policy_lists(
+        sidecar: Sidecar, upstream: tuple[fake_claude.FakeClaude, str, Any]) -> None:
+    fake = upstream[0]
+    iban = "DE89 3704 0044 0532 0130 00"
+    fake.settings.reply_text = f"Transfer to {iban} confirmed for card {CARD}."
+    prompt = f"Pay from {iban}, card {CARD}, key AKIAIOSFODNN7EXAMPLE"
+    async with sdk(sidecar).messages.stream(model=MODEL, max_tokens=64,
+                                            messages=[{"role": "user", "content": prompt}]) as stream:
+        final = await stream.get_final_message()
+    # The policy masks neither IBANs nor AWS keys for the app or the provider ...
+    assert final.content[0].type == "text" and iban in final.content[0].text
+    assert "AKIAIOSFODNN7EXAMPLE" in str(fake.received[-1].json())
+    # ... but the record holds no value of any entity, request or (streamed) response.
+    record = sidecar.probe.records[-1]
+    stored = json.dumps(record)
+    for value in (iban, CARD, "AKIAIOSFODNN7EXAMPLE", "4111"):
+        assert value not in stored
+    # The policy's operators apply to records too (partial for cards).
+    recorded_prompt = record["request"]["messages"][0]["content"]
+    assert recorded_prompt == "Pay from [IBAN_CODE], card ****1111, key [AWS_ACCESS_KEY]"
+    assert record["response"]["content"][0]["text"] == "Transfer to [IBAN_CODE] confirmed for card ****1111."
+    assert record["hmac_key_id"].startswith("sha256:") and record["detector_version"]
+    assert record["counts"]["record"]["IBAN_CODE"] == 2
