@@ -259,11 +259,6 @@ async def test_requester_waits_approver_approves_request_completes_and_the_recor
 
     listed = await asyncio.to_thread(cli, env, "approver", "list")
     assert name in listed.stdout and "Pending" in listed.stdout
-    # requester may review (peer review policy + RBAC) but never their own request; outsider: RBAC.
-    own = await asyncio.to_thread(cli, env, "requester", "approve", name, "--reason", "trust me")
-    assert own.returncode == 1 and "no self-approval" in own.stderr
-    outsider = await asyncio.to_thread(cli, env, "outsider", "approve", name, "--reason", "hi")
-    assert outsider.returncode == 1 and "403" in outsider.stderr
     approved = await asyncio.to_thread(cli, env, "approver", "approve", name, "--reason", "Q3 close, FIN-42")
     assert approved.returncode == 0, approved.stderr
 
@@ -310,6 +305,12 @@ async def test_pending_answer_names_the_approval_and_the_identical_retry_passes_
     assert refused.rejection is not None and refused.approval.state == "Pending"
     assert refused.approval.details["expiresAt"] == error["approval"]["expiresAt"]
 
+    # The request already returned (no hold to race). requester may review (peer-review policy + RBAC)
+    # but never their own request; outsider: RBAC.
+    own = await asyncio.to_thread(cli, env, "requester", "approve", name, "--reason", "trust me")
+    assert own.returncode == 1 and "no self-approval" in own.stderr
+    outsider = await asyncio.to_thread(cli, env, "outsider", "approve", name, "--reason", "hi")
+    assert outsider.returncode == 1 and "403" in outsider.stderr
     assert (
         await asyncio.to_thread(cli, env, "approver2", "approve", name, "--reason", "board pack")
     ).returncode == 0
