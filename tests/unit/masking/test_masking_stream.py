@@ -151,3 +151,29 @@ def test_delta_without_index_is_masked_whole(masker: Masker) -> None:
     out = stream.feed(ev("content_block_delta", {"type": "content_block_delta",
                                                  "delta": {"type": "text_delta", "text": "ssn 536-22-8472"}}))
     assert [json.loads(e.data)["delta"]["text"] for e in out] == ["ssn [US_SSN]"]
+
+
+def test_multi_block_reply_thinking_text_and_tool_use(masker: Masker) -> None:
+    from skillwarden_devstack import fake_claude
+
+    body = {"model": "m", "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "card 4111 1111 1111 1111 and jane@example.com"}]}
+    message = fake_claude.build_message(body)
+    source = [SseEvent(name, json.dumps(data)) for name, data in fake_claude.stream_events(message, 1)]
+    out, stream = run(masker, source)
+    text = "".join(e.data for e in out)
+    assert "4111" not in text and "jane@" not in text
+    blocks: dict[int, str] = {}
+    for event in out:
+        payload = json.loads(event.data)
+        if event.event == "content_block_delta":
+            delta = payload["delta"]
+            blocks[payload["index"]] = blocks.get(payload["index"], "") + delta.get(
+                "text", delta.get("thinking", delta.get("partial_json", "")))
+    assert json.loads(blocks[2]) == {"query": "card [CREDIT_CARD] and [EMAIL_ADDRESS]", "limit": 3}
+    assert [e.event for e in out if e.event != "content_block_delta"] == [
+        e.event for e in source if e.event != "content_block_delta"]
+    signature = [json.loads(e.data)["delta"] for e in out if '"signature_delta"' in e.data]
+    assert signature and signature[0]["signature"].startswith("sig_")
+    assert stream.counts == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 1}
