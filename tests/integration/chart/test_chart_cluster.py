@@ -4,9 +4,7 @@ the operator needs and nothing else."""
 
 from __future__ import annotations
 
-import base64
 import copy
-import datetime as dt
 import json
 import os
 import subprocess
@@ -22,13 +20,11 @@ from typing import Any
 import pytest
 import yaml
 from chart_helpers import CHART, REPO, helm, render
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from skillwarden_devstack import chart, dashboard, pki
+from skillwarden_devstack import chart, dashboard
 from skillwarden_devstack.processes import free_port
 from skillwarden_devstack.tools import Binaries
 
@@ -341,19 +337,6 @@ def test_the_api_server_refuses_opted_in_pods_while_the_webhook_is_unreachable(
                for line in series["apiserver_admission_webhook_request_total"])
 
 
-def _serving_cert(stack: dict[str, Any], directory: Path) -> Path:
-    """What cert-manager would mount: tls.crt/tls.key for 127.0.0.1 from the stack's dev CA."""
-    ca = x509.load_pem_x509_certificate(Path(stack["ca_cert"]).read_bytes())
-    ca_key = serialization.load_pem_private_key(Path(stack["ca_key"]).read_bytes(), password=None)
-    cert, key = pki.issue_serving_cert(ca, ca_key, ["127.0.0.1"], dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
-    directory.mkdir()
-    pki.write_cert(cert, directory / "tls.crt")
-    (directory / "tls.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    (directory / "ca.crt").write_bytes(Path(stack["ca_cert"]).read_bytes())
-    return directory
-
-
 def _pod(name: str, opted_in: bool) -> dict[str, Any]:
     marks = {"skillwarden.io/inject": "true"} if opted_in else {}
     return {"metadata": {"name": name, "labels": dict(marks), "annotations": dict(marks)},
@@ -379,12 +362,27 @@ def _check_injection_through_the_chart_webhook(installed: Installed) -> None:
     assert _container_names(excluded) == ["app"]
 
 
+def _check_shared_certificate(installed: Installed) -> None:
+    """secret mode: the operator (as the chart's ServiceAccount) filled the shared Secret and put
+    its CA into every entry of the chart's two configurations, and nothing else's."""
+    admin = _admin(installed.stack)
+    secret = k8s.CoreV1Api(admin).read_namespaced_secret(installed.fullname("webhook-tls"),
+                                                         installed.namespace)
+    assert {"tls.crt", "tls.key", "ca.crt"} <= set(secret.data)
+    admission = k8s.AdmissionregistrationV1Api(admin)
+    hooks = [*admission.read_mutating_webhook_configuration(installed.fullname("mutating")).webhooks,
+             *admission.read_validating_webhook_configuration(installed.fullname("validating")).webhooks]
+    assert len(hooks) == 6
+    assert {h.client_config.ca_bundle for h in hooks} == {secret.data["ca.crt"]}
+
+
 def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, installed: Installed,
                                                              tmp_path: Path) -> None:
     """`skillwarden operator`, configured by the rendered Deployment's env and ConfigMap and
     authenticated as the chart's ServiceAccount, answers admission through the chart's own webhook
     configurations (re-rendered with webhook.externalUrl, failurePolicy Fail: policy validation and
-    pod injection), compiles a SkillPolicy and serves its bundle, without a single refused API call."""
+    pod injection) with the certificate it keeps in the shared Secret (certificates.mode=secret),
+    compiles a SkillPolicy and serves its bundle, without a single refused API call."""
     token = installed.operator.configuration.api_key["authorization"].removeprefix("Bearer ")
     kubeconfig = tmp_path / "operator.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
@@ -394,10 +392,8 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, ins
         "users": [{"name": "operator", "user": {"token": token}}],
         "contexts": [{"name": "operator", "context": {"cluster": "stack", "user": "operator"}}]}))
     bundle_port, webhook_port = free_port(), free_port()
-    cert_dir = _serving_cert(installed.stack, tmp_path / "webhook-tls")
-    ca_bundle = base64.b64encode(Path(installed.stack["ca_cert"]).read_bytes()).decode()
+    # No caBundle: in certificates.mode=secret the operator makes the shared Secret and patches it in.
     external = render(bins, "--set", f"webhook.externalUrl=https://127.0.0.1:{webhook_port}",
-                      "--set", f"webhook.caBundle={ca_bundle}",
                       release=RELEASE, namespace=installed.namespace)
     hooks = [d for d in external.documents if d["kind"].endswith("WebhookConfiguration")]
     assert {d["metadata"]["name"] for d in hooks} == {installed.fullname("mutating"),
@@ -412,9 +408,10 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, ins
         "SKILLWARDEN_OPERATOR_WEBHOOK_ADDR": "127.0.0.1",
         "SKILLWARDEN_OPERATOR_WEBHOOK_PORT": str(webhook_port),
         "SKILLWARDEN_OPERATOR_WEBHOOK_HOST": "127.0.0.1",
-        # The test plays cert-manager: a mounted certificate, no in-process rotation.
-        "SKILLWARDEN_OPERATOR_WEBHOOK_CERT_DIR": str(cert_dir), "SKILLWARDEN_CERT_MODE": "external",
+        # The name the API server dials (the Service's in a cluster): the certificate must cover it.
+        "SKILLWARDEN_WEBHOOK_SERVICE": "127.0.0.1",
     }))
+    assert env["SKILLWARDEN_CERT_MODE"] == "secret"
     log = tmp_path / "operator.log"
     command = [str(Path(sys.executable).with_name("skillwarden")), *chart.operator_args(installed.manifest)]
     with log.open("wb") as out:
@@ -460,6 +457,7 @@ def test_the_real_operator_works_with_exactly_the_chart_rbac(bins: Binaries, ins
             assert response.status == 200
             assert response.headers["ETag"] == f'"{stored["status"]["bundleRevision"]}"'
         _check_injection_through_the_chart_webhook(installed)
+        _check_shared_certificate(installed)
         ready_gauge = ('skillwarden_operator_policies'
                        f'{{namespace="{installed.workload_namespace}",state="ready"}}')
 
