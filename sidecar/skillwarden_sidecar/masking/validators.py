@@ -1,9 +1,10 @@
 """Checks that turn a regex candidate into a finding (checksums, registries of invalid values).
 
 Each validator sees the whole UTF-8 buffer and the candidate's byte span, so it can also look at the
-neighbouring bytes (RE2 has no look-around). A look at the RIGHT neighbour may only reject on bytes
-that belong to the entity's own character set: the streaming masker holds such candidates back until
-the neighbour is known.
+neighbouring bytes (RE2 has no look-around). Left neighbours: at most 10 bytes back (the streaming
+masker keeps 12 characters of context). Right neighbours: free — a candidate that ends where the
+text received so far ends is made only of its entity's characters, so the streaming masker holds it
+back until the neighbour is known.
 """
 
 from __future__ import annotations
