@@ -158,7 +158,8 @@ def growth(bench: Bench, seconds: float) -> dict[str, Any]:
     for concurrency in (1, 16, 64, 256):
         print(f"growth: {concurrency} concurrent streams", flush=True)
         out["concurrent_streams"][str(concurrency)] = {
-            arm.name: bench.streams(arm, realistic, concurrency, seconds, min_streams=concurrency,
+            # One wave per worker at least; 1 s keeps the full run within 5 minutes.
+            arm.name: bench.streams(arm, realistic, concurrency, 1.0, min_streams=concurrency,
                                     sample_rss=True)
             for arm in bench.arms}
     return out
@@ -296,6 +297,51 @@ def check_arm(arm: arms_mod.Arm) -> None:
             raise RuntimeError(f"{arm.name} answered something else: {answer[:300]!r}")
 
 
+def growth_markdown(doc: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    grown = doc.get("growth") or {}
+    if grown.get("prompt_bytes"):
+        sizes = list(grown["prompt_bytes"])
+        names = list(grown["prompt_bytes"][sizes[0]])
+        lines += ["", "Prompt size (non-streaming, c=16): req/s / CPU ms per request",
+                  "", "| prompt | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for size in sizes:
+            cells = []
+            for name in names:
+                row = grown["prompt_bytes"][size][name]
+                cpu = row.get("cpu_ms_per_request")
+                cells.append(f"{row['rps']:.0f}" + (f" / {cpu:.2f}" if cpu is not None else "")
+                             + (f" ({row['non_2xx']} refused)" if row.get("non_2xx") else ""))
+            lines.append(f"| {int(size) // 1024} KB | " + " | ".join(cells) + " |")
+    if grown.get("concurrent_streams"):
+        counts = list(grown["concurrent_streams"])
+        names = list(grown["concurrent_streams"][counts[0]])
+        lines += ["", "Concurrent streams (TTFT 300 ms, 10 deltas 20 ms apart): TTFT p50 / p99 ms; "
+                  "peak RSS MiB; errors", "",
+                  "| streams | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for count in counts:
+            cells = []
+            for name in names:
+                row = grown["concurrent_streams"][count][name]
+                text = (f"{load.percentile(row['ttft_ms'], 50):.0f} / "
+                        f"{load.percentile(row['ttft_ms'], 99):.0f}")
+                if row.get("rss_peak_during_mib") is not None:
+                    text += f"; {row['rss_peak_during_mib']:.0f} MiB"
+                if row.get("errors"):
+                    text += f"; {row['errors']} errors"
+                cells.append(text)
+            lines.append(f"| {count} | " + " | ".join(cells) + " |")
+    decisions = doc.get("decision_growth") or {}
+    if decisions:
+        lines += ["", "Rules in the namespace's bundle: OPA decision latency at c=1 (1 KB prompt)", "",
+                  "| rules | p50 ms | p99 ms | decisions/s | bundle load s | OPA RSS MiB |",
+                  "|---|---|---|---|---|---|"]
+        for rules, row in decisions.items():
+            lines.append(f"| {rules} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['rps_c1']:.0f} | "
+                         f"{row['bundle_load_s']:.2f} | {row['opa_rss_mib']:.0f} |")
+    return lines
+
+
 def markdown(doc: dict[str, Any]) -> str:
     summary = doc["summary"]
     names = list(summary)
@@ -326,6 +372,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for label, key, fmt in rows:
         if any(key in summary[n] for n in names):
             lines.append(f"| {label} | " + " | ".join(cell(n, key, fmt) for n in names) + " |")
+    lines += growth_markdown(doc)
     if doc.get("ratios"):
         lines += ["", "| ratio | value |", "|---|---|"]
         lines += [f"| {k} | {v:.3g} |" for k, v in doc["ratios"].items()]
@@ -339,12 +386,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=0.0, help="duration of one measurement")
     parser.add_argument("--no-growth", action="store_true")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="only print the tables of an earlier JSON result")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench/results/)")
     parser.add_argument("--nice", type=int, default=0,
                         help="scheduling niceness for the bench and everything it starts (root may "
                              "pass e.g. -10 on a box shared with other work; recorded in the JSON)")
     args = parser.parse_args(argv)
 
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return 0
     quick = args.quick
     names = [n for n in (args.arms or ("floor,skillwarden" if quick else
                                        "direct,floor,skillwarden,litellm")).split(",") if n]

@@ -228,12 +228,17 @@ def decision_growth(work: Path, seconds: float, sizes: tuple[int, ...] = (10, 10
             built = time.perf_counter()
             url = start_opa(arm, work, rules, label=f"opa-{rules}")
             ready_s = time.perf_counter() - built
-            check = load.run_wrk(url + "/v1/data/skillwarden/decision", body,
-                                 {"content-type": "application/json"}, 1, 1)
-            if check.non_2xx:
-                raise RuntimeError(f"OPA answered {check.non_2xx} non-2xx for {rules} rules")
+            import urllib.request
+            for _ in range(3):  # the first queries compile and cache; they are not the steady state
+                warm = urllib.request.Request(url + "/v1/data/skillwarden/decision", data=body, method="POST")
+                with urllib.request.urlopen(warm, timeout=30) as response:  # loopback OPA
+                    if b'"action":"allow"' not in response.read():
+                        raise RuntimeError(f"OPA with {rules} rules does not allow the bench request")
             result = load.run_wrk(url + "/v1/data/skillwarden/decision", body,
                                   {"content-type": "application/json"}, 1, seconds)
+            if result.non_2xx:
+                raise RuntimeError(f"OPA answered {result.non_2xx} non-2xx for {rules} rules: "
+                                   f"{result.first_error_body}")
             out[str(rules)] = {"p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "rps_c1": result.rps,
                                "bundle_load_s": round(ready_s, 2),
                                "opa_rss_mib": arms_mod.memory_kib(arm.pids(), "VmRSS") / 1024}
