@@ -210,15 +210,13 @@ class ApprovalGate:
 
     def _requester(self, exchange: Exchange) -> dict[str, Any]:
         workload = exchange.workload
-        identity = (
-            exchange.identity.as_input()
-            if exchange.identity
-            else {
-                "kind": "workload",
-                "sub": f"system:serviceaccount:{workload.namespace}:{workload.service_account}",
-            }
-        )
-        names = {f"system:serviceaccount:{workload.namespace}:{workload.service_account}"}
+        account = f"system:serviceaccount:{workload.namespace}:{workload.service_account}"
+        identity = exchange.identity.as_input() if exchange.identity else {"kind": "workload"}
+        if identity.get("kind") == "workload" and not identity.get("sub"):
+            # No token presented: the requester is the pod's own service account (never empty,
+            # or admission refuses the approval and no-self-approval could not be checked).
+            identity["sub"] = account
+        names = {account}
         if identity.get("kind") == "oidc":
             for prefix in self._settings.username_prefixes:
                 for claim in (identity.get("sub"), identity.get("email")):
@@ -402,6 +400,12 @@ class ApprovalGate:
                     raise refusal(
                         "approval_deleted",
                         f"approval {name} was deleted while the request waited; nothing was forwarded",
+                        self._view(current),
+                    ) from error
+                except KubeRefused as error:
+                    raise refusal(
+                        "approval_unavailable",
+                        f"cannot read approval {name}: {error.message}",
                         self._view(current),
                     ) from error
             raise refusal(

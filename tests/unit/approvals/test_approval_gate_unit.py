@@ -13,7 +13,7 @@ import pytest
 
 from skillwarden_operator import approvals_model as model
 from skillwarden_sidecar.approval import ApprovalGate
-from skillwarden_sidecar.approval_client import KubeRefused, KubeUnavailable
+from skillwarden_sidecar.approval_client import KubeNotFound, KubeRefused, KubeUnavailable
 from skillwarden_sidecar.errors import Rejection
 from skillwarden_sidecar.pipeline import Decision, Exchange, Identity, Workload
 
@@ -265,3 +265,34 @@ async def test_an_invalid_quorum_in_the_decision_is_refused_not_guessed(required
     with pytest.raises(Rejection) as raised:
         await gate(client).gate(ex)
     assert raised.value.cause == "approval_unavailable" and client.created == []
+
+
+class FlakyWatchClient(ScriptedClient):
+    """The watch breaks (API server gone); the re-read then answers with `after`."""
+
+    def __init__(self, after: Exception) -> None:
+        super().__init__()
+        self.after = after
+
+    async def watch(
+        self, namespace: str, name: str, rv: str, timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        raise KubeUnavailable("watch broke")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        raise self.after
+
+
+@pytest.mark.parametrize(
+    ("after", "cause"),
+    [
+        (KubeRefused(403, "forbidden"), "approval_unavailable"),
+        (KubeNotFound(404, "gone"), "approval_deleted"),
+        (KubeUnavailable("still down"), "approval_unavailable"),
+    ],
+)
+async def test_every_failure_while_reconnecting_becomes_a_clear_refusal(after: Exception, cause: str) -> None:
+    with pytest.raises(Rejection) as raised:
+        await gate(FlakyWatchClient(after)).gate(exchange(hold=1))
+    assert raised.value.cause == cause
