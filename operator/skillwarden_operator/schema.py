@@ -23,10 +23,14 @@ def crd_path() -> Path:
     configured = os.environ.get("SKILLWARDEN_CRD_DIR")
     candidates = [Path(configured)] if configured else []
     here = Path(__file__).resolve()
-    candidates += [here.parents[2] / "crds", here.parent / "crds"]
+    candidates += [here.parents[2] / "crds"]
     for directory in candidates:
         if (directory / CRD_FILE_NAME).is_file():
             return directory / CRD_FILE_NAME
+    # Installed from a wheel: the symlink to crds/skillpolicy.yaml is packaged as a file.
+    packaged = Path(__file__).with_name("skillpolicy.crd.yaml")
+    if packaged.is_file():
+        return packaged
     raise FileNotFoundError(f"{CRD_FILE_NAME} not found in {[str(c) for c in candidates]}")
 
 
