@@ -312,6 +312,8 @@ class Recorder:
             except OSError as error:
                 self._broken = f"spool write failed: {error}"
                 log.error("recording: %s; refusing requests", self._broken)
+            except Exception:  # keep sealing and signing; admission bounds catch a stuck recorder
+                log.exception("recording: periodic sealing/digest failed; retrying")
 
     async def write_digest(self) -> None:
         """Sign a digest now (tests; the recorder does it every digest_interval_s on its own)."""

@@ -70,7 +70,7 @@ class Shipper:
                 await asyncio.to_thread(self.ship_pass)
                 self.last_error, delay = None, self.config.ship_retry_initial_s
                 timeout = 1.0
-            except (ClientError, BotoCoreError, OSError) as error:
+            except Exception as error:  # any failure: back off and retry; never stop shipping
                 self.last_error = f"{error_code(error)}: {error}"
                 RECORDS_FAILED.labels(cause="s3_error").inc()
                 log.warning("recording: shipping failed, retrying in %.1fs: %s", delay, self.last_error)

@@ -135,6 +135,10 @@ class Verifier:
         try:
             versions, markers = _list(self.client, self.bucket, self.prefix)
             streams, all_versions = self._classify(versions, markers)
+            if not streams:
+                # Every started recorder writes at least its stream_start entry: nothing at all
+                # means a wrong bucket or prefix, not a clean bill of health.
+                raise VerifyConfigError(f"no record streams under s3://{self.bucket}/{self.prefix}")
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(lambda v: _fetch(self.client, self.bucket, v), all_versions))
                 retention = (dict(zip(map(id, all_versions), pool.map(

@@ -38,14 +38,14 @@ def run_and_kill_writer(settings: dict[str, Any]) -> tuple[set[str], str]:
     crashed_stream = ""
     try:
         assert process.stdout is not None
-        started = time.monotonic()
-        deadline = started + 60
-        # At least 300 acknowledged requests and 1.5 s of running: several interval digests
+        started = time.monotonic() + 3600  # reset when the stream has started
+        deadline = time.monotonic() + 60
+        # At least 300 acknowledged requests and 2 s of streaming: several interval digests
         # (0.3 s) were signed before the kill, and a tail after the last one.
-        while (len(acked) < 300 or time.monotonic() - started < 1.5) and time.monotonic() < deadline:
+        while (len(acked) < 300 or time.monotonic() - started < 2.0) and time.monotonic() < deadline:
             line = process.stdout.readline()
             if line.startswith("STREAM "):
-                crashed_stream = line.split()[1]
+                crashed_stream, started = line.split()[1], time.monotonic()
             elif line.startswith("ACK "):
                 acked.add(line.split()[1])
             elif not line:

@@ -110,6 +110,8 @@ async def test_verify_rejects_an_untrusted_key_and_bad_credentials(
                          "--prefix", config.prefix, "--access-key", s3["access_key"], "--secret-key", "wrong",
                          "--trusted-key", str(public_key_of(config)))
     assert code == 3 and "cannot read" in json.loads(text)["error"]
+    code, report = verify_cli(s3, "no-such-prefix/", public_key_of(config))
+    assert code == 3 and "no record streams" in report["error"]
 
 
 async def test_a_fresh_spool_links_to_the_pods_previous_stream_in_the_bucket(
