@@ -137,14 +137,14 @@ def _test(args: argparse.Namespace) -> int:
     shipped = subprocess.run([opa, "test", *verbose, str(REGO_DIR)], check=False)
     if shipped.returncode != 0:
         return shipped.returncode
-    if args.tests is None:
-        return 0
-    if not args.filename:
+    if args.tests is not None and not args.filename:
         print("skillwarden policy test: --tests needs the policies under test (-f)", file=sys.stderr)
         return EXIT_USAGE
+    if not args.filename:
+        return 0
     args.min_retention_days = None
     code, bundle = _compile(args)
-    if code != 0:
+    if code != 0 or args.tests is None:
         return code
     with tempfile.TemporaryDirectory(prefix="skillwarden-policy-test-") as scratch:
         root = Path(scratch)

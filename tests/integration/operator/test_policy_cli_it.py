@@ -74,3 +74,9 @@ def test_policy_test_runs_shipped_and_author_tests(tmp_path: Path) -> None:
     failed = cli("test", "-f", source, "--tests", str(tests))
     assert failed.returncode != 0
     assert "test_report_bot_builds_spreadsheets" in failed.stdout
+    invalid = tmp_path / "invalid.yaml"
+    text = (EXAMPLES / "skillpolicy-finance.yaml").read_text()
+    invalid.write_text(text.replace("action: deny", "action: block"))
+    refused = cli("test", "-f", str(invalid))
+    assert refused.returncode == 1
+    assert 'spec.rules[0].action: Unsupported value: "block"' in refused.stderr
