@@ -105,6 +105,12 @@ ROWS: tuple[RowSpec, ...] = (
                   (_q("sum by (namespace, skill, decision) "
                       f"(rate(skillwarden_requests_total{{{_REQ}}}[$__rate_interval]))",
                       "{{namespace}} {{skill}} {{decision}}"),), unit="reqps"),
+        PanelSpec("Requests by workload", "Per workload identity: each sidecar serves one pod, so the "
+                  "scrape's `workload` label (the pod's controller, set by the chart's PodMonitor) is "
+                  "the workload; callers' own identities are in the session records.",
+                  (_q("sum by (namespace, workload, decision) "
+                      f"(rate(skillwarden_requests_total{{{_REQ}}}[$__rate_interval]))",
+                      "{{namespace}}/{{workload}} {{decision}}"),), unit="reqps", width=24),
         PanelSpec("Deny rate", "Share of requests denied by policy.",
                   (_q(f'sum(rate(skillwarden_requests_total{{decision="deny",{_REQ}}}[$__rate_interval])) '
                       f"/ clamp_min(sum(rate(skillwarden_requests_total{{{_REQ}}}[$__rate_interval])), 1e-9)",
