@@ -113,6 +113,7 @@ class InjectionSettings:
     # Session records: where the sidecar ships them (the bucket's Object Lock is checked at start).
     records_bucket: str = "skillwarden-audit"
     records_prefix: str = ""
+    records_retention_days: int = 0  # 0: the sidecar's default; the bucket's default retention must cover it
     s3_endpoint: str = ""  # empty: AWS S3
     s3_region: str = "us-east-1"
     s3_credentials_secret: str = ""  # Secret (same namespace) with AWS_ACCESS_KEY_ID/..., as env
@@ -152,6 +153,7 @@ ENV_SETTINGS: dict[str, str] = {
     "SKILLWARDEN_INJECT_S3_CREDENTIALS_SECRET": "s3_credentials_secret",
     "SKILLWARDEN_INJECT_RECORDS_BUCKET": "records_bucket",
     "SKILLWARDEN_INJECT_RECORDS_PREFIX": "records_prefix",
+    "SKILLWARDEN_INJECT_RECORDS_RETENTION_DAYS": "records_retention_days",
     "SKILLWARDEN_INJECT_SIGNING_KEY_SECRET": "signing_key_secret",
     "SKILLWARDEN_INJECT_UPSTREAM_URL": "upstream_url",
     "SKILLWARDEN_INJECT_PORT": "port",
@@ -294,7 +296,7 @@ def _apply_setting(settings: InjectionSettings, target: str, raw: str,
     if isinstance(current, bool):
         value = _boolean(raw)
     elif isinstance(current, int):
-        value = _positive(raw) if any_port else _port_number(raw)
+        value = _positive(raw) if any_port or target == "records_retention_days" else _port_number(raw)
     elif isinstance(current, frozenset):
         value = frozenset(part.strip() for part in raw.split(",") if part.strip())
     elif target == "spool_size":
@@ -660,6 +662,9 @@ def sidecar_container(namespace: str, options: PodOptions, settings: InjectionSe
     # a re-invocation would see a difference that is not there.
     if settings.records_prefix:
         env.append({"name": "SKILLWARDEN_RECORDS_PREFIX", "value": settings.records_prefix})
+    if settings.records_retention_days:
+        env.append({"name": "SKILLWARDEN_RECORDS_RETENTION_DAYS",
+                    "value": str(settings.records_retention_days)})
     if settings.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": settings.s3_endpoint})
     mounts = [

@@ -156,7 +156,11 @@ def _post_event(memo: Mapping[str, Any], body: Mapping[str, Any], namespace: str
         poster.post(target, kind, reason, message)
 
 
-@kopf.on.mutate("pods", operations=["CREATE"], id=HANDLER_ID, side_effects=False, persistent=True)
+# The label filter doubles as the objectSelector kopf writes in managed (dev) mode: without it every
+# pod CREATE in the cluster would go through this webhook, and with failurePolicy Fail a stopped
+# operator would block all pod creation. Not persistent: managed mode removes it on exit.
+@kopf.on.mutate("pods", operations=["CREATE"], id=HANDLER_ID, side_effects=False, persistent=False,
+                labels={injection.INJECT_KEY: "true"})
 async def inject_pod(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, headers: Mapping[str, str],
                      dryrun: bool, warnings: MutableSequence[str], logger: Any, **_: Any) -> None:
     pod = dict(body)

@@ -29,6 +29,7 @@ from skillwarden_operator import webhook_certs
 APP = Path(__file__).parent / "injection_webhook_app.py"
 SYSTEM_NAMESPACE = "skillwarden-system"
 MWC_NAME = "skillwarden-injection-test"
+S3_SECRET = "skillwarden-s3"
 BUNDLE_URL = "http://127.0.0.1:1"  # replaced per test where OPA must really load a bundle
 
 
@@ -127,6 +128,11 @@ def injection_webhook(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFa
         "INJECTION_TEST_WEBHOOK_PORT": str(port),
         "SKILLWARDEN_INJECT_BUNDLE_SERVICE_URL": BUNDLE_URL,
         "SKILLWARDEN_INJECT_SIDECAR_IMAGE": "ghcr.io/skillwarden/skillwarden:test",
+        # Session records go to the stack's Object Lock bucket (1-day default retention).
+        "SKILLWARDEN_INJECT_S3_ENDPOINT": stack["s3"]["endpoint"],
+        "SKILLWARDEN_INJECT_S3_CREDENTIALS_SECRET": S3_SECRET,
+        "SKILLWARDEN_INJECT_RECORDS_PREFIX": "injection-test/",
+        "SKILLWARDEN_INJECT_RECORDS_RETENTION_DAYS": "1",
         "PYTHONPATH": os.pathsep.join(sys.path),
     }
     log = Path(stack["state_dir"]) / "logs" / f"injection-webhook-{port}.log"

@@ -18,11 +18,11 @@ from typing import Any
 
 import anthropic
 import pytest
-from conftest import BUNDLE_URL, Webhook, ensure_namespace
+from conftest import BUNDLE_URL, S3_SECRET, Webhook, ensure_namespace
 from kubernetes import client as k8s
 
+from skillwarden_devstack import components, tools
 from skillwarden_devstack import kubelet_emulator as kubelet
-from skillwarden_devstack import tools
 from skillwarden_devstack.processes import free_port, port_open, spawn, stop, wait_until
 from skillwarden_operator.bundle import build_bundle
 
@@ -76,12 +76,15 @@ class Bundles:
 
 
 @pytest.fixture(scope="module")
-def cluster_objects(injection_webhook: Webhook) -> k8s.CoreV1Api:
+def cluster_objects(injection_webhook: Webhook, stack: dict[str, Any]) -> k8s.CoreV1Api:
     ensure_namespace(injection_webhook.api, NAMESPACE)
     core = k8s.CoreV1Api(injection_webhook.api)
     for create, body in ((core.create_namespaced_service_account, {"metadata": {"name": SERVICE_ACCOUNT}}),
                          (core.create_namespaced_secret, {"metadata": {"name": "anthropic-api-key"},
-                                                          "stringData": {"api-key": REAL_KEY}})):
+                                                          "stringData": {"api-key": REAL_KEY}}),
+                         (core.create_namespaced_secret, {"metadata": {"name": S3_SECRET}, "stringData": {
+                             "AWS_ACCESS_KEY_ID": stack["s3"]["access_key"],
+                             "AWS_SECRET_ACCESS_KEY": stack["s3"]["secret_key"]}})):
         try:
             create(NAMESPACE, body)
         except k8s.ApiException as error:
@@ -134,7 +137,9 @@ def test_injected_sidecar_and_opa_from_the_stored_pod_enforce_the_namespace_poli
     pod = stored_injected_pod(core, injection_webhook.api)
     bundle = build_bundle(NAMESPACE, [POLICY])
     bundles = Bundles({NAMESPACE: (bundle.data, bundle.etag)})
-    secret = core.read_namespaced_secret("anthropic-api-key", NAMESPACE)
+    secrets = {name: {k: base64.b64decode(v)
+                      for k, v in core.read_namespaced_secret(name, NAMESPACE).data.items()}
+               for name in ("anthropic-api-key", S3_SECRET)}
 
     def token(audience: str | None, seconds: int) -> str:
         spec: dict[str, Any] = {"expirationSeconds": max(seconds, 600)}
@@ -144,7 +149,7 @@ def test_injected_sidecar_and_opa_from_the_stored_pod_enforce_the_namespace_poli
         return str(issued.status.token)
 
     environment = kubelet.Environment(
-        secrets={"anthropic-api-key": {k: base64.b64decode(v) for k, v in secret.data.items()}},
+        secrets=secrets,
         url_rewrites={BUNDLE_URL: bundles.url, "https://api.anthropic.com": fake_claude},
         token_factory=token, api_server=stack["apiserver"], api_ca=Path(stack["ca_cert"]).read_bytes(),
         executables={"opa": str(tools.ensure_all().opa)})
@@ -183,6 +188,15 @@ def test_injected_sidecar_and_opa_from_the_stored_pod_enforce_the_namespace_poli
         # The sidecar reports the workload identity it took from the downward API.
         metrics = urllib.request.urlopen(f"{running.url(9091)}/metrics").read().decode()
         assert f'namespace="{NAMESPACE}"' in metrics
+
+    # Every exchange, the denied ones too, became a session record in the Object Lock bucket
+    # (the sidecar ships and finishes its segments when it stops).
+    s3 = stack["s3"]
+    client = components.s3_client(s3["endpoint"], s3["access_key"], s3["secret_key"])
+    pod_name = pod["metadata"]["name"]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3["bucket"], Prefix="injection-test/").get(
+        "Contents", []) if pod_name in o["Key"]]
+    assert keys, f"no records for pod {pod_name} under injection-test/"
 
     # The provider key reached the sidecar's volume only; the app env has no trace of it.
     assert REAL_KEY not in json.dumps(running.app_env)
