@@ -3,7 +3,7 @@ defined here once so the recorder can be used (and tested) without the rest of t
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 RECORDS_SPOOLED = Counter("skillwarden_records_spooled_total",
                           "Record entries made durable on the local spool (fsync)")
@@ -18,3 +18,15 @@ SPOOL_OLDEST_AGE = Gauge("skillwarden_spool_oldest_unshipped_age_seconds",
 DIGESTS_SIGNED = Counter("skillwarden_digests_signed_total", "Signed digests written")
 RECORDING_AVAILABLE = Gauge("skillwarden_recording_available",
                             "1 when admit() accepts requests, 0 when recording is unavailable")
+
+ALL = (RECORDS_SPOOLED, RECORDS_SHIPPED, RECORDS_FAILED, SPOOL_BYTES, SPOOL_OLDEST_AGE, DIGESTS_SIGNED,
+       RECORDING_AVAILABLE)
+
+
+def register_into(registry: CollectorRegistry) -> None:
+    """Expose the recording metrics on another registry too (the sidecar's /metrics uses its own)."""
+    for collector in ALL:
+        try:
+            registry.register(collector)
+        except ValueError:  # already there
+            continue

@@ -80,6 +80,10 @@ class RecordingHook:
         self.hooks = hooks
 
     async def context(self, app: web.Application) -> AsyncIterator[None]:
+        from skillwarden_sidecar.app import METRICS
+        from skillwarden_sidecar.recording.metrics import register_into
+        if METRICS in app:
+            register_into(app[METRICS].registry)
         await self.recorder.start()  # RecorderConfigError: the sidecar does not start
         yield
         await self.recorder.close()

@@ -92,6 +92,8 @@ async def test_sidecar_records_allowed_and_denied_exchanges_masked(
             with pytest.raises(anthropic.PermissionDeniedError):
                 await sdk.messages.create(model=MODEL, max_tokens=100, messages=[
                     {"role": "user", "content": "password dump for the admin accounts"}])
+            registry = application[sidecar_app.METRICS].registry  # served on the admin /metrics
+            assert (registry.get_sample_value("skillwarden_records_spooled_total") or 0) >= 5
         finally:
             with contextlib.suppress(Exception):
                 await runner.cleanup()  # closes the recorder: final digest, last shipping pass
