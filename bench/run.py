@@ -221,6 +221,9 @@ def ratios(summary: dict[str, Any]) -> dict[str, float]:
             # What one dedicated core would sustain: CPU per request is what the arm costs
             # whatever else runs on the machine; req/s is only as good as the cores are idle.
             arm["capacity_rps_per_core"] = 1000 / cpu
+        per_event = arm.get("sse_cpu_us_per_event")
+        if per_event:
+            arm["sse_capacity_events_per_core"] = 1e6 / per_event
     sw = summary.get("skillwarden")
     if not sw:
         return out
@@ -361,6 +364,8 @@ def markdown(doc: dict[str, Any]) -> str:
         ("added SSE TTFT p50, c=16 (ms)", "added_ttft_c16_p50_ms", "{:.2f}"),
         ("added SSE TTFT p99, c=16 (ms)", "added_ttft_c16_p99_ms", "{:.2f}"),
         ("SSE delta events/s (c=16)", "sse_events_per_s", "{:.0f}"),
+        ("SSE CPU µs per delta event", "sse_cpu_us_per_event", "{:.1f}"),
+        ("⇒ SSE events/s one dedicated core sustains", "sse_capacity_events_per_core", "{:.0f}"),
         ("CPU ms per request (c=16)", "cpu_ms_per_request_c16", "{:.3f}"),
         ("⇒ req/s one dedicated core sustains", "capacity_rps_per_core", "{:.0f}"),
         ("… of which sidecar process", "cpu_ms_per_request_c16_sidecar", "{:.3f}"),
@@ -395,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.render:
-        print(markdown(json.loads(args.render.read_text())))
+        doc = json.loads(args.render.read_text())
+        doc["ratios"] = ratios(doc["summary"])  # recomputes derived figures of older results
+        print(markdown(doc))
         return 0
     quick = args.quick
     names = [n for n in (args.arms or ("floor,skillwarden" if quick else
