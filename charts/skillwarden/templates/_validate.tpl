@@ -25,6 +25,9 @@ Included once, from deployment.yaml, so `helm template|install|lint` all stop on
 {{- fail "webhook.managed=true lets the operator write its own webhook configurations, which cert-manager's cainjector cannot annotate: use webhook.managed=false with certificates.mode=cert-manager" -}}
 {{- end -}}
 {{- end -}}
+{{- if and $v.webhook.managed (eq $v.certificates.mode "secret") -}}
+{{- fail "webhook.managed=true (kopf writes its own configurations, for local development) serves kopf's own certificate, not the shared Secret: set certificates.mode=self-signed-per-pod with operator.replicas=1, or keep webhook.managed=false" -}}
+{{- end -}}
 {{- if and $v.operator.podDisruptionBudget.enabled (ge (int $v.operator.podDisruptionBudget.minAvailable) $replicas) -}}
 {{- fail (printf "operator.podDisruptionBudget.minAvailable=%d with operator.replicas=%d blocks every node drain: set operator.replicas above minAvailable (e.g. operator.replicas=2) or operator.podDisruptionBudget.enabled=false" (int $v.operator.podDisruptionBudget.minAvailable) $replicas) -}}
 {{- end -}}

@@ -165,6 +165,8 @@ BAD_VALUES: list[tuple[tuple[str, ...], str]] = [
     ((*_KEY, "--set", "certificates.mode=cert-manager", "--set", "certificates.certManager.issuerRef.name=x",
       "--set", "webhook.managed=true"), "use webhook.managed=false"),
     ((*_KEY, "--set", "operator.replicas=1"), "blocks every node drain"),
+    ((*_KEY, "--set", "webhook.managed=true"),
+     "set certificates.mode=self-signed-per-pod with operator.replicas=1"),
     ((*_KEY, "--set", "opa.pollMinSeconds=60"), "opa.pollMinSeconds=60 is above opa.pollMaxSeconds=15"),
     ((*_KEY, "--set", "operator.ports.http=9443"), "need their own ports"),
     ((*_KEY, "--set", "sidecar.metricsPort=8790"), "sidecar.port and sidecar.metricsPort must differ"),
