@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -166,7 +168,8 @@ def test_two_operators_serve_identical_bundles_and_a_killed_one_loses_nothing(
     opa = opa_for(second.bundle_url, namespace)
     assert (opa.decide(request_input(namespace, skills=[DOCX])) or {})["action"] == "deny"
     port = int(second.bundle_url.rsplit(":", 1)[1])
-    processes.stop(second.running)
+    os.killpg(second.running.pid, signal.SIGKILL)  # no graceful shutdown
+    processes.wait_until("operator", lambda: not second.running.alive(), None, 10, "dead")
     # The policy changes while one replica is down: the other compiles it.
     edited = deep(policy)
     edited["spec"]["subjects"][0]["skills"].append({"type": "anthropic", "id": "docx"})
