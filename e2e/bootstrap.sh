@@ -11,6 +11,7 @@ need_apt=()
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v wrk >/dev/null || need_apt+=(wrk)  # the load generator of bench/ (and its CI ratio check)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]} (log: $cache/logs/apt.log)"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"; } \
