@@ -26,6 +26,7 @@ from recording_helpers import (
 
 from skillwarden_devstack.processes import free_port
 from skillwarden_sidecar.recording import Recorder, RecordingUnavailable
+from skillwarden_sidecar.recording.samples import request_record
 
 WRITER = Path(__file__).with_name("recording_writer.py")
 
@@ -131,3 +132,36 @@ async def test_s3_outage_refuses_within_bound_and_drains_after(make_config: Conf
     assert accepted <= exchange_ids_in_bucket(client, s3, config.prefix)
     code, report = verify_cli(s3, config.prefix, public_key_of(config))
     assert (code, report["findings"]) == (0, [])
+
+
+async def test_spool_bound_refuses_and_fail_open_admits_loudly(make_config: ConfigFactory, s3: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    from skillwarden_sidecar.recording.metrics import RECORDS_FAILED
+
+    proxy = TcpProxy(urlparse(s3["endpoint"]).port or 0, free_port())
+    await proxy.start()
+    closed = make_config(endpoint_url=proxy.url, spool_max_bytes=20_000, max_unshipped_age_s=600)
+    opened = make_config(endpoint_url=proxy.url, spool_max_bytes=20_000, max_unshipped_age_s=600,
+                         fail_open=True, spool_dir=tmp_path / "open-spool")
+    recorders = [Recorder(closed), Recorder(opened)]
+    for recorder in recorders:
+        await recorder.start()
+    await proxy.stop()  # S3 gone: the spool only grows
+    try:
+        for recorder in recorders:
+            await run_session(recorder, 3)
+            for number in range(200):  # requests admitted earlier keep being recorded
+                if "spool full" in (recorder.unavailable_reason() or ""):
+                    break
+                await recorder.append("request", request_record(f"fill-{number}"))
+        with pytest.raises(RecordingUnavailable, match="spool full"):
+            recorders[0].admit()
+        before = RECORDS_FAILED.labels(cause="admitted_unavailable")._value.get()
+        recorders[1].admit()  # fail-open: admitted, but counted
+        assert RECORDS_FAILED.labels(cause="admitted_unavailable")._value.get() == before + 1
+        assert recorders[1].unavailable_reason() is not None
+    finally:
+        await proxy.start()
+        for recorder in recorders:
+            await recorder.close()
+        await proxy.stop()
