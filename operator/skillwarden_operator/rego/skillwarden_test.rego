@@ -305,6 +305,15 @@ test_invalid_policy_denies_everything if {
 	contains(reason, "policy finance/finance-broken is invalid")
 }
 
+test_default_require_approval_uses_the_default_policy_approvers if {
+	asking := object.union(data.testdata.finance, {"default_action": "require_approval"})
+	outsider := {"kind": "oidc", "sub": "eve", "groups": ["marketing"]}
+	d := decide(asking, {"identity": outsider, "workload": {"namespace": "finance", "service_account": "x"}, "request": req([xlsx], "chart")})
+	d.action == "require_approval"
+	d.rule == null
+	d.approval.approvers.groups == ["finance-leads"]
+}
+
 test_empty_namespace_denies if {
 	d := decide(data.testdata.empty, {"identity": no_groups, "workload": bot, "request": req([xlsx], "chart")})
 	d.action == "deny"
