@@ -94,6 +94,9 @@ def installed(bins: Binaries, stack: dict[str, Any]) -> Iterator[Installed]:
     core.create_namespaced_service_account(workload, {"metadata": {"name": "report-bot"}})
     rendered = render(bins, "--include-crds", "--set", "webhook.skillPolicies.failurePolicy=Ignore",
                       "--set", "webhook.skillApprovals.failurePolicy=Ignore",
+                      # The operator run below handles only this namespace: other tests' policies are
+                      # not its to finalize.
+                      "--set-json", f'operator.watchNamespaces=["{workload}"]',
                       "--set-json", f'sidecar.approvalBindings={{"{workload}": ["report-bot"]}}',
                       "--set-json",
                       f'approvals.reviewerBindings={{"{workload}": {{"groups": ["finance-leads"]}}}}',
