@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "demo":
             from skillwarden_devstack import demo
 
-            document = demo.run(args.state_dir)
+            outcome = demo.run(args.state_dir)
+            return 0 if outcome.verify_exit_code == 0 else 1
         elif args.action == "down":
             stopped = stack.down(args.state_dir)
             print(json.dumps({"stopped": stopped}) if args.format == "json"

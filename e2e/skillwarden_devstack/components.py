@@ -17,7 +17,9 @@ from skillwarden_devstack.processes import Running, free_port, spawn, wait_until
 from skillwarden_devstack.tools import Binaries
 
 DEV_BUCKET = "skillwarden-audit"
-DEV_BUCKET_RETENTION_DAYS = 1
+# As long as the example policies keep records (7 years): a sidecar refuses a bucket whose default
+# retention is weaker than the retention it is configured with. The bucket lives in the state dir.
+DEV_BUCKET_RETENTION_DAYS = 2555
 
 
 def _get(url: str, token: str | None = None, ca: Path | None = None,

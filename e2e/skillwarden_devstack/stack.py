@@ -155,4 +155,31 @@ def register_extra_process(state_dir: Path, running: Running) -> None:
     _state_file(state_dir).write_text(json.dumps(state, indent=2))
 
 
-__all__ = ["StackError", "default_state_dir", "down", "register_extra_process", "status", "up"]
+def stop_extra_processes(state_dir: Path) -> list[str]:
+    """Stop what a previous demo started on top of the stack (operator, sidecar, OPA)."""
+    state = read_state(state_dir)
+    if state is None:
+        return []
+    stopped = []
+    for entry in reversed(state.pop("extra_processes", [])):
+        running = Running(**entry)
+        if running.alive():
+            stop(running)
+            stopped.append(running.name)
+    state.pop("sidecar", None)
+    state.pop("metrics", None)
+    _state_file(state_dir).write_text(json.dumps(state, indent=2))
+    return stopped
+
+
+def set_demo_endpoints(state_dir: Path, sidecar: str, metrics: str) -> None:
+    """`status` shows where the demo's sidecar listens while it runs."""
+    state = read_state(state_dir)
+    if state is None:
+        raise StackError("dev", f"no stack at {state_dir}")
+    state.update({"sidecar": sidecar, "metrics": metrics})
+    _state_file(state_dir).write_text(json.dumps(state, indent=2))
+
+
+__all__ = ["StackError", "default_state_dir", "down", "register_extra_process", "set_demo_endpoints",
+           "status", "stop_extra_processes", "up"]
