@@ -139,8 +139,17 @@ class Verifier:
                 # Every started recorder writes at least its stream_start entry: nothing at all
                 # means a wrong bucket or prefix, not a clean bill of health.
                 raise VerifyConfigError(f"no record streams under s3://{self.bucket}/{self.prefix}")
+            digest_hashes: dict[str, dict[int, str]] = {}
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda v: _fetch(self.client, self.bucket, v), all_versions))
+                # One stream at a time: memory holds the largest stream, not the whole bucket.
+                for stream, state in sorted(streams.items()):
+                    bodies = [v for table in (state.records, state.digests) for found in table.values()
+                              for v in found]
+                    list(pool.map(lambda v: _fetch(self.client, self.bucket, v), bodies))
+                    self._drop_vanished(stream, state)
+                    digest_hashes[stream] = self._verify_stream(stream, state)
+                    for version in bodies:
+                        version.body = b""
                 retention = (dict(zip(map(id, all_versions), pool.map(
                     lambda v: _retention(self.client, self.bucket, v), all_versions), strict=True))
                     if self.check_retention else {})
@@ -149,10 +158,6 @@ class Verifier:
                                     f"{error}") from None
         except BotoCoreError as error:
             raise VerifyConfigError(f"cannot reach the S3 endpoint: {error}") from None
-        self._drop_vanished(streams)
-        digest_hashes: dict[str, dict[int, str]] = {}
-        for stream, state in sorted(streams.items()):
-            digest_hashes[stream] = self._verify_stream(stream, state)
         self._verify_links(streams, digest_hashes)
         if self.check_retention:
             for version in all_versions:
@@ -187,21 +192,20 @@ class Verifier:
                 streams[parsed.stream].digests[parsed.number] = found
         return streams, all_versions
 
-    def _drop_vanished(self, streams: dict[str, StreamState]) -> None:
+    def _drop_vanished(self, stream: str, state: StreamState) -> None:
         """A listed version whose bytes are gone was deleted around the S3 API (back door)."""
-        for stream, state in streams.items():
-            for table in (state.records, state.digests):
-                for name, found in list(table.items()):
-                    readable = [v for v in found if v.body is not None]
-                    for version in found:
-                        if version.body is None:
-                            self._vanished.add(version.key)
-                            self.add("object_missing", "listed, but its content is gone (deleted around the "
-                                     "S3 API)", stream=stream, key=version.key, version_id=version.version_id)
-                    if readable:
-                        table[name] = readable  # type: ignore[index]
-                    else:
-                        del table[name]  # type: ignore[arg-type]
+        for table in (state.records, state.digests):
+            for name, found in list(table.items()):
+                readable = [v for v in found if v.body is not None]
+                for version in found:
+                    if version.body is None:
+                        self._vanished.add(version.key)
+                        self.add("object_missing", "listed, but its content is gone (deleted around the "
+                                 "S3 API)", stream=stream, key=version.key, version_id=version.version_id)
+                if readable:
+                    table[name] = readable  # type: ignore[index]
+                else:
+                    del table[name]  # type: ignore[arg-type]
 
     # -- one stream ----------------------------------------------------------------------------------
     def _verify_stream(self, stream: str, state: StreamState) -> dict[int, str]:
