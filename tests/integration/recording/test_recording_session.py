@@ -129,3 +129,16 @@ async def test_a_fresh_spool_links_to_the_pods_previous_stream_in_the_bucket(
     assert (code, report["findings"]) == (0, [])
     link = report["streams"][later]["prev_stream"]
     assert (link["stream"], link["source"], link["digest_n"]) == (earlier, "bucket", 1)
+
+
+async def test_check_retention_flags_weaker_mode_and_shorter_dates(make_config: ConfigFactory,
+                                                                   s3: dict[str, Any]) -> None:
+    config = make_config(lock_mode="GOVERNANCE")  # allowed: the bucket's default is stronger
+    async with Recorder(config) as recorder:
+        await run_session(recorder, 3)
+    code, report = verify_cli(s3, config.prefix, public_key_of(config))
+    assert (code, report["findings"]) == (0, [])  # content is intact; retention not asked for
+    code, report = verify_cli(s3, config.prefix, public_key_of(config), "--check-retention",
+                              "--retention-days", "30")
+    summary = report["summary"]
+    assert code == 1 and summary["retention_mode"] == summary["retention_short"] == report["objects"]
