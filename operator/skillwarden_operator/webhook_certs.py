@@ -406,9 +406,13 @@ def rotator_from_env(environ: Mapping[str, str], api: Any, directory: Path) -> C
     service = environ.get("SKILLWARDEN_WEBHOOK_SERVICE", "")
     if not service:
         raise ValueError("SKILLWARDEN_WEBHOOK_SERVICE (the webhook Service's DNS name) is required")
-    short = service.split(".")
-    hosts = tuple(dict.fromkeys([service, ".".join(short[:2]), *(
-        [".".join(short[:3])] if len(short) > 3 else [])]))
+    try:
+        ipaddress.ip_address(service)  # a URL-configured webhook (local stacks): the address itself
+        hosts: tuple[str, ...] = (service,)
+    except ValueError:
+        short = service.split(".")
+        hosts = tuple(dict.fromkeys([service, ".".join(short[:2]), *(
+            [".".join(short[:3])] if len(short) > 3 else [])]))
     return CertRotator(
         api=api, namespace=environ.get("SKILLWARDEN_NAMESPACE", "default"),
         secret_name=environ.get("SKILLWARDEN_WEBHOOK_TLS_SECRET", "skillwarden-webhook-tls"),

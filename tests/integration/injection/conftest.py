@@ -1,7 +1,8 @@
 """The injection webhook registered in the real kube-apiserver of the local stack.
 
-`kopf run` (a real operator process) serves the handler on 127.0.0.1 with a certificate from the
-shared-Secret machinery of `webhook_certs`; the MutatingWebhookConfiguration is the chart's shape
+`kopf run` (a real operator process) serves the handler on 127.0.0.1 with the certificate its
+`install()` created in the shared Secret (`certificates.mode=secret`), which also filled in the
+configuration's caBundle; the MutatingWebhookConfiguration is the chart's shape
 (url instead of service: the API server cannot resolve cluster DNS here) but WITHOUT the
 namespaceSelector, so that the in-code exclusion of kube-system is what the tests exercise.
 """
@@ -9,93 +10,28 @@ namespaceSelector, so that the in-code exclusion of kube-system is what the test
 from __future__ import annotations
 
 import base64
-import json
 import os
-import ssl
 import sys
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from injection_support import (
+    APP,
+    BUNDLE_URL,
+    MWC_NAME,
+    S3_SECRET,
+    SYSTEM_NAMESPACE,
+    TLS_SECRET,
+    Webhook,
+    ensure_namespace,
+    mutating_configuration,
+)
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from skillwarden_devstack.processes import Running, free_port, port_open, spawn, stop, wait_until
-from skillwarden_operator import webhook_certs
-
-APP = Path(__file__).parent / "injection_webhook_app.py"
-SYSTEM_NAMESPACE = "skillwarden-system"
-MWC_NAME = "skillwarden-injection-test"
-S3_SECRET = "skillwarden-s3"
-BUNDLE_URL = "http://127.0.0.1:1"  # replaced per test where OPA must really load a bundle
-
-
-@dataclass
-class Webhook:
-    url: str
-    ca_file: Path
-    api: k8s.ApiClient
-    kubeconfig: str
-    process: Running
-    env: dict[str, str]
-
-    def post_review(self, body: bytes, timeout: float = 10.0) -> tuple[int, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/skillwarden-inject",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        try:
-            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(errors="replace")
-
-
-def mutating_configuration(url: str, ca_bundle: bytes) -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": MWC_NAME},
-        "webhooks": [
-            {
-                "name": "inject.pods.skillwarden.io",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 5,
-                "reinvocationPolicy": "IfNeeded",
-                "matchPolicy": "Equivalent",
-                "clientConfig": {
-                    "url": f"{url}/skillwarden-inject",
-                    "caBundle": base64.b64encode(ca_bundle).decode(),
-                },
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "objectSelector": {"matchLabels": {"skillwarden.io/inject": "true"}},
-            }
-        ],
-    }
-
-
-def ensure_namespace(api: k8s.ApiClient, name: str) -> None:
-    try:
-        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-    except k8s.ApiException as error:
-        if error.status != 409:
-            raise
+from skillwarden_devstack.processes import free_port, port_open, spawn, stop, wait_until
 
 
 def _probe_injected(api: k8s.ApiClient) -> bool:
@@ -112,20 +48,25 @@ def _probe_injected(api: k8s.ApiClient) -> bool:
 def injection_webhook(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     admin = k8s_config.new_client_from_config(config_file=stack["kubeconfigs"]["admin"])
     ensure_namespace(admin, SYSTEM_NAMESPACE)
-    tls_dir = tmp_path_factory.mktemp("webhook-tls")
-    rotator = webhook_certs.CertRotator(
-        api=admin,
-        namespace=SYSTEM_NAMESPACE,
-        secret_name="injection-test-tls",
-        hosts=("127.0.0.1",),
-        directory=tls_dir,
-    )
-    rotator.reconcile()
     port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    registration = k8s.AdmissionregistrationV1Api(admin)
+    try:
+        registration.delete_mutating_webhook_configuration(MWC_NAME)
+    except k8s.ApiException as error:
+        if error.status != 404:
+            raise
+    # Registered first, without a caBundle, as `helm install` does: the operator's certificate
+    # machinery (webhook_certs, mode secret) fills it in when it starts.
+    registration.create_mutating_webhook_configuration(mutating_configuration(url, None))
     env = {
         "KUBECONFIG": stack["kubeconfigs"]["admin"],
-        "INJECTION_TEST_TLS_DIR": str(tls_dir),
         "INJECTION_TEST_WEBHOOK_PORT": str(port),
+        "SKILLWARDEN_CERT_MODE": "secret",
+        "SKILLWARDEN_NAMESPACE": SYSTEM_NAMESPACE,
+        "SKILLWARDEN_WEBHOOK_SERVICE": "127.0.0.1",
+        "SKILLWARDEN_WEBHOOK_TLS_SECRET": TLS_SECRET,
+        "SKILLWARDEN_WEBHOOK_CONFIGURATIONS": f"mutating/{MWC_NAME}",
         "SKILLWARDEN_INJECT_BUNDLE_SERVICE_URL": BUNDLE_URL,
         "SKILLWARDEN_INJECT_SIDECAR_IMAGE": "ghcr.io/skillwarden/skillwarden:test",
         # Session records go to the stack's Object Lock bucket (1-day default retention).
@@ -144,23 +85,18 @@ def injection_webhook(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFa
     )
     try:
         wait_until("injection-webhook", lambda: port_open(port), process, 60, "listening")
-        url = f"https://127.0.0.1:{port}"
-        registration = k8s.AdmissionregistrationV1Api(admin)
-        try:
-            registration.delete_mutating_webhook_configuration(MWC_NAME)
-        except k8s.ApiException as error:
-            if error.status != 404:
-                raise
-        registration.create_mutating_webhook_configuration(
-            mutating_configuration(url, rotator.cafile.read_bytes())
-        )
+        secret = k8s.CoreV1Api(admin).read_namespaced_secret(TLS_SECRET, SYSTEM_NAMESPACE)
+        ca_file = tmp_path_factory.mktemp("webhook-ca") / "ca.crt"
+        ca_file.write_bytes(base64.b64decode(secret.data["ca.crt"]))
+        configured = registration.read_mutating_webhook_configuration(MWC_NAME)
+        assert base64.b64decode(configured.webhooks[0].client_config.ca_bundle) == ca_file.read_bytes()
         ensure_namespace(admin, "injection-probe")
         wait_until(
             "injection-webhook", lambda: _probe_injected(admin), process, 30, "registered in the API server"
         )
         yield Webhook(
             url=url,
-            ca_file=rotator.cafile,
+            ca_file=ca_file,
             api=admin,
             kubeconfig=stack["kubeconfigs"]["admin"],
             process=process,

@@ -18,7 +18,7 @@ from typing import Any
 
 import anthropic
 import pytest
-from conftest import BUNDLE_URL, S3_SECRET, Webhook, ensure_namespace
+from injection_support import BUNDLE_URL, S3_SECRET, Webhook, ensure_namespace
 from kubernetes import client as k8s
 
 from skillwarden_devstack import components, tools

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SYSTEM_NAMESPACE, Webhook, ensure_namespace
+from injection_support import SYSTEM_NAMESPACE, Webhook, ensure_namespace
 from kubernetes import client as k8s
 
 from skillwarden_operator import injection as inj

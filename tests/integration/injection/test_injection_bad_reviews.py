@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Webhook
+from injection_support import Webhook
 
 
 def review(obj: Any = None, namespace: str | None = "inj-raw", **request: Any) -> dict[str, Any]:

@@ -171,3 +171,8 @@ def test_rotator_from_env_reads_the_chart_settings(tmp_path: Any) -> None:
         90,
         10,
     )
+
+
+def test_rotator_for_an_ip_addressed_webhook_names_the_ip(tmp_path: Any) -> None:
+    rotator = wc.rotator_from_env({"SKILLWARDEN_WEBHOOK_SERVICE": "127.0.0.1"}, api=None, directory=tmp_path)
+    assert rotator.hosts == ("127.0.0.1",)
