@@ -137,6 +137,9 @@ class TokenVerifier:
                 account = k8s.get("serviceaccount")
                 name = account.get("name") if isinstance(account, dict) else None
                 if isinstance(name, str):
-                    sub = f"system:serviceaccount:{k8s['namespace']}:{name}"
+                    namespace = k8s["namespace"]
+                    sub = f"system:serviceaccount:{namespace}:{name}"
+                    # The groups the API server itself gives a service account (RBAC semantics).
+                    groups = groups or ("system:serviceaccounts", f"system:serviceaccounts:{namespace}")
         return Identity(kind=issuer.kind, sub=sub, iss=issuer.issuer, groups=groups,
                         email=email if isinstance(email, str) else "")

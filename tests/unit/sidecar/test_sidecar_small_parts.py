@@ -113,3 +113,19 @@ def test_accumulator_is_linear_and_finishes_cut_streams() -> None:
     assert time.perf_counter() - started < 5
     assert message is not None and len(message["content"][0]["text"]) == 20_000_000
     assert message["content"][1]["input"] == {"_unparsed": '{"a": '}
+
+
+async def test_service_account_identity_gets_kubernetes_groups() -> None:
+    from skillwarden_sidecar.identity import TokenVerifier, TrustedIssuer
+    from skillwarden_sidecar.jwks import JwksCache
+
+    async def no_keys() -> dict[str, Any]:
+        return {"keys": []}
+
+    issuer = TrustedIssuer("serviceaccount", "https://k8s", ("skillwarden",), JwksCache(no_keys, 600, 30))
+    verifier = TokenVerifier([issuer], ["RS256"], 30)
+    identity = verifier._identity(issuer, {"sub": "system:serviceaccount:finance:bot",
+                                           "kubernetes.io": {"namespace": "finance",
+                                                             "serviceaccount": {"name": "bot", "uid": "u"}}})
+    assert identity.sub == "system:serviceaccount:finance:bot" and identity.kind == "serviceaccount"
+    assert identity.groups == ("system:serviceaccounts", "system:serviceaccounts:finance")
