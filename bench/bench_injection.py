@@ -31,7 +31,8 @@ from injection_support import mutating_configuration  # noqa: E402
 
 def pod(labelled: bool, containers: int = 1) -> dict[str, Any]:
     labels = {"skillwarden.io/inject": "true"} if labelled else {}
-    return {"metadata": {"generateName": "bench-", "labels": {"app": "bench", **labels}, "annotations": labels},
+    return {"metadata": {"generateName": "bench-", "labels": {"app": "bench", **labels},
+                         "annotations": labels},
             "spec": {"serviceAccountName": "default", "containers": [
                 {"name": f"c{i}", "image": "example/app:1", "env": [{"name": "A", "value": "b"}]}
                 for i in range(containers)]}}
@@ -74,7 +75,8 @@ def bench_apiserver(status: dict[str, Any], rounds: int) -> dict[str, Any]:
     registration.create_mutating_webhook_configuration(configuration)
     env = {"KUBECONFIG": status["kubeconfigs"]["admin"], "INJECTION_TEST_WEBHOOK_PORT": str(port),
            "SKILLWARDEN_CERT_MODE": "secret", "SKILLWARDEN_NAMESPACE": "skillwarden-system",
-           "SKILLWARDEN_WEBHOOK_SERVICE": "127.0.0.1", "SKILLWARDEN_WEBHOOK_TLS_SECRET": "bench-injection-tls",
+           "SKILLWARDEN_WEBHOOK_SERVICE": "127.0.0.1",
+           "SKILLWARDEN_WEBHOOK_TLS_SECRET": "bench-injection-tls",
            "SKILLWARDEN_WEBHOOK_CONFIGURATIONS": f"mutating/{name}", "PYTHONPATH": os.pathsep.join(sys.path)}
     log = Path(status["state_dir"]) / "logs" / f"{name}.log"
     process = spawn(name, [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "-q", str(APP)], log,
