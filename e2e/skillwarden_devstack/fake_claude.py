@@ -427,8 +427,7 @@ async def running(fake: FakeClaude, host: str = "127.0.0.1", port: int = 0) -> A
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = runner.addresses[0][1] if runner.addresses else port
     try:
         yield f"http://{host}:{bound}"
     finally:

@@ -221,8 +221,7 @@ async def start(app: web.Application, config: SidecarConfig, host: str, port: in
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = runner.addresses[0][1] if runner.addresses else port
     return runner, int(bound)
 
 

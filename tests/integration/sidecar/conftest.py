@@ -112,6 +112,6 @@ async def issuer() -> AsyncIterator[Issuer]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    it.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    it.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     yield it
     await runner.cleanup()

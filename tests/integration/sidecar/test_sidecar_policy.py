@@ -204,7 +204,7 @@ async def test_slow_policy_engine_is_a_deny(sidecar_factory: SidecarFactory,
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         async with sidecar_factory(opa_url=f"http://127.0.0.1:{port}", opa_timeout=0.2) as sidecar:
             with pytest.raises(anthropic.APIStatusError) as refused:
