@@ -189,7 +189,27 @@ else := data.skillwarden.policies.default_action
 
 broken if count(data.skillwarden.policies.invalid) > 0
 
-raw_rank := 2 if broken
+# Inputs of the wrong type would make conditions silently not match (a deny rule skipped, a token
+# ceiling ignored): refuse them instead.
+malformed contains "request.prompt_text is not a string" if not is_string(prompt)
+
+malformed contains "request.max_tokens is not a number" if {
+	tokens := object.get(request, "max_tokens", null)
+	tokens != null
+	not is_number(tokens)
+}
+
+malformed contains "request.skills is not a list" if not is_array(req_skills)
+
+malformed contains "request.tools is not a list" if not is_array(req_tools)
+
+malformed contains "request.model is not a string" if not is_string(req_model)
+
+refused if broken
+
+refused if count(malformed) > 0
+
+raw_rank := 2 if refused
 
 else := max({rank[base_action]} | {rank[data.skillwarden.policies.rules[i].action] | some i in matching_rules})
 
@@ -217,7 +237,7 @@ action := "allow" if approved
 
 else := raw_action
 
-policy := null if broken
+policy := null if refused
 
 else := deciding_rule.policy if deciding_rule
 
@@ -225,13 +245,15 @@ else := first_grant.policy if granted
 
 else := null
 
-rule := null if broken
+rule := null if refused
 
 else := deciding_rule.name if deciding_rule
 
 else := null
 
 message := "the namespace's SkillPolicies are invalid; every request is denied until they are fixed" if broken
+
+else := sprintf("malformed decision input: %s", [concat("; ", sort(malformed))]) if count(malformed) > 0
 
 else := deciding_rule.message if deciding_rule
 
@@ -259,7 +281,9 @@ reasons_rules contains sprintf("rule %s/%s: %s: %s", [r.policy, r.name, r.action
 
 reasons_approval contains sprintf("approved by SkillApproval %s", [input.approval.id]) if approved
 
-reasons := sort((((reasons_broken | reasons_grant) | reasons_rules) | reasons_approval))
+reasons_malformed contains sprintf("malformed decision input: %s", [m]) if some m in malformed
+
+reasons := sort(((((reasons_broken | reasons_malformed) | reasons_grant) | reasons_rules) | reasons_approval))
 
 approval_policy := deciding_rule.policy if deciding_rule
 

@@ -325,6 +325,17 @@ test_no_bundle_no_decision if {
 	not skillwarden.decision with input as {"identity": no_groups, "workload": bot, "request": req([xlsx], "chart")}
 }
 
+test_malformed_input_is_denied_not_skipped if {
+	wrong_tokens := object.union(req([xlsx], "chart"), {"max_tokens": "999999"})
+	d := finance_decision({"identity": no_groups, "workload": bot, "request": wrong_tokens})
+	d.action == "deny"
+	d.message == "malformed decision input: request.max_tokens is not a number"
+	wrong_prompt := object.union(req([xlsx], "chart"), {"prompt_text": ["passwords dump"]})
+	finance_decision({"identity": no_groups, "workload": bot, "request": wrong_prompt}).action == "deny"
+	null_skills := object.union(req([xlsx], "chart"), {"skills": null})
+	finance_decision({"identity": no_groups, "workload": bot, "request": null_skills}).action == "deny"
+}
+
 test_empty_input_is_denied if {
 	d := decide(data.testdata.finance, {})
 	d.action == "deny"
