@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import ssl
 import sys
 from collections import deque
 from collections.abc import AsyncIterator
@@ -421,15 +422,16 @@ def stream_events(message: dict[str, Any], words_per_delta: int = 1) -> list[tup
 
 
 @contextlib.asynccontextmanager
-async def running(fake: FakeClaude, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve `fake` in this event loop; yields its base URL."""
+async def running(fake: FakeClaude, host: str = "127.0.0.1", port: int = 0,
+                  ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Serve `fake` in this event loop (HTTPS with `ssl_context`); yields its base URL."""
     runner = web.AppRunner(fake.app(), access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     try:
-        yield f"http://{host}:{bound}"
+        yield f"{'https' if ssl_context else 'http'}://{host}:{bound}"
     finally:
         await runner.cleanup()
 

@@ -103,6 +103,8 @@ class Upstream:
                 return await self._relay_body(exchange, hooks, upstream, started)
         except TimeoutError:
             raise upstream_failure(504, "upstream did not answer in time", "upstream_timeout") from None
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError):
+            raise upstream_failure(502, "upstream TLS certificate not trusted", "upstream_tls") from None
         except aiohttp.ClientConnectorError:
             raise upstream_failure(502, "upstream unreachable", "upstream_unreachable") from None
         except aiohttp.ClientError as error:

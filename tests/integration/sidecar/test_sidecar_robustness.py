@@ -4,9 +4,11 @@ the provider key rotates without a restart; upstream faults and client disconnec
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,14 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
+from cryptography.hazmat.primitives import serialization
 from prometheus_client import generate_latest
 from sidecar_support import REAL_KEY, SidecarFactory, SidecarHandle
 
+from skillwarden_devstack import pki
 from skillwarden_devstack.fake_claude import FakeClaude, Fault
+from skillwarden_devstack.fake_claude import Settings as FakeSettings
+from skillwarden_devstack.fake_claude import running as fake_running
 from skillwarden_sidecar.pipeline import Exchange, Hooks
 
 MODEL = "claude-sonnet-4-6"
@@ -262,3 +268,31 @@ async def test_slow_client_backpressures_the_upstream(sidecar: SidecarHandle,
     assert received > 26_000_000
     assert time.monotonic() - started < 10  # linear relay (it took 15 s when text was re-concatenated)
     assert upstream.stats.streams_completed == 1
+
+
+async def test_https_upstream_verified_against_configured_ca(sidecar_factory: SidecarFactory,
+                                                             provider_key: Path, tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ca, ca_key = pki.issue_ca("upstream-test-ca", now)
+    cert, key = pki.issue_serving_cert(ca, ca_key, ["127.0.0.1"], now)
+    pki.write_cert(ca, tmp_path / "ca.crt")
+    pki.write_cert(cert, tmp_path / "tls.crt")
+    (tmp_path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    upstream = FakeClaude(FakeSettings(api_key_file=str(provider_key)))
+    async with fake_running(upstream, ssl_context=context) as url:
+        assert url.startswith("https://")
+        async with sidecar_factory(upstream_url=url, upstream_ca_file=tmp_path / "ca.crt") as sidecar:
+            sdk = anthropic.AsyncAnthropic(base_url=sidecar.url, api_key="placeholder", max_retries=0)
+            answer = await sdk.messages.create(model=MODEL, max_tokens=16, messages=SAY_A)
+            assert answer.content[0].type == "text"
+        async with sidecar_factory(upstream_url=url) as untrusting:  # system CAs only
+            sdk = anthropic.AsyncAnthropic(base_url=untrusting.url, api_key="placeholder", max_retries=0)
+            with pytest.raises(anthropic.APIStatusError) as refused:
+                await sdk.messages.create(model=MODEL, max_tokens=16, messages=SAY_A)
+            assert refused.value.status_code == 502
+            assert "upstream TLS certificate not trusted" in str(refused.value.body)
+    assert len(upstream.received) == 1
