@@ -69,6 +69,8 @@ def injection_webhook(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFa
         "SKILLWARDEN_WEBHOOK_CONFIGURATIONS": f"mutating/{MWC_NAME}",
         "SKILLWARDEN_INJECT_BUNDLE_SERVICE_URL": BUNDLE_URL,
         "SKILLWARDEN_INJECT_SIDECAR_IMAGE": "ghcr.io/skillwarden/skillwarden:test",
+        # Apps may present their projected token; the sidecar verifies it against the API server.
+        "SKILLWARDEN_INJECT_SA_ISSUER": stack["apiserver"],
         # Session records go to the stack's Object Lock bucket (1-day default retention).
         "SKILLWARDEN_INJECT_S3_ENDPOINT": stack["s3"]["endpoint"],
         "SKILLWARDEN_INJECT_S3_CREDENTIALS_SECRET": S3_SECRET,

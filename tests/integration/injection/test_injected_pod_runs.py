@@ -178,6 +178,17 @@ def test_injected_sidecar_and_opa_from_the_stored_pod_enforce_the_namespace_poli
             sdk.messages.create(model="claude-opus-4-6", max_tokens=64,
                                 messages=[{"role": "user", "content": "hello"}])
 
+        # The app's projected token (audience skillwarden, from the injected volume) is verified
+        # against the API server's JWKS; a token for another audience is refused.
+        app_token = (tmp_path / "pod" / "volumes" / "skillwarden-token" / "token").read_text()
+        as_workload = anthropic.Anthropic(base_url=base_url, api_key=app_token, max_retries=0)
+        assert as_workload.messages.create(model="claude-sonnet-4-6", max_tokens=64,
+                                           messages=[{"role": "user", "content": "hi"}]).content
+        wrong_audience = anthropic.Anthropic(base_url=base_url, api_key=token("another-service", 600), max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError):
+            wrong_audience.messages.create(model="claude-sonnet-4-6", max_tokens=64,
+                                           messages=[{"role": "user", "content": "hi"}])
+
         # The app shares OPA's loopback, but cannot replace the policy: the bundle owns its root.
         overwrite = urllib.request.Request(f"{running.url(8181)}/v1/data/skillwarden/policies", method="PUT",
                                            data=b"{}", headers={"Content-Type": "application/json"})
