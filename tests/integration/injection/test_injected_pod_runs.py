@@ -184,7 +184,8 @@ def test_injected_sidecar_and_opa_from_the_stored_pod_enforce_the_namespace_poli
         as_workload = anthropic.Anthropic(base_url=base_url, api_key=app_token, max_retries=0)
         assert as_workload.messages.create(model="claude-sonnet-4-6", max_tokens=64,
                                            messages=[{"role": "user", "content": "hi"}]).content
-        wrong_audience = anthropic.Anthropic(base_url=base_url, api_key=token("another-service", 600), max_retries=0)
+        other = token("another-service", 600)
+        wrong_audience = anthropic.Anthropic(base_url=base_url, api_key=other, max_retries=0)
         with pytest.raises(anthropic.AuthenticationError):
             wrong_audience.messages.create(model="claude-sonnet-4-6", max_tokens=64,
                                            messages=[{"role": "user", "content": "hi"}])
