@@ -124,17 +124,28 @@ class PolicyClient:
         self._session = session
         self._url = f"{opa_url}/v1/data/{decision_path.strip('/')}"
         self._health = f"{opa_url}/health?bundles"
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._budget = timeout
+
+    async def _post(self, body: bytes, budget: float) -> tuple[int, bytes]:
+        async with self._session.post(self._url, data=body, headers={"Content-Type": "application/json"},
+                                      timeout=aiohttp.ClientTimeout(total=budget)) as response:
+            return response.status, await response.read()
 
     async def decide(self, policy_input: dict[str, Any]) -> tuple[Decision, float]:
         """(decision, seconds). Any failure to get a well-formed decision is a `Rejection`."""
         started = time.perf_counter()
+        body = orjson.dumps({"input": policy_input})
         try:
-            async with self._session.post(
-                    self._url, data=orjson.dumps({"input": policy_input}),
-                    headers={"Content-Type": "application/json"}, timeout=self._timeout) as response:
-                payload = await response.read()
-                status = response.status
+            try:
+                status, payload = await self._post(body, self._budget)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled keep-alive connection that OPA closed (e.g. the opa container restarted)
+                # fails on reuse; a decision query has no side effects, so ask once more on a fresh
+                # connection within what is left of the time bound.
+                remaining = self._budget - (time.perf_counter() - started)
+                if remaining <= 0:
+                    raise TimeoutError from None
+                status, payload = await self._post(body, remaining)
         except TimeoutError:
             raise policy_unavailable("policy engine did not answer in time; request denied") from None
         except aiohttp.ClientError:
