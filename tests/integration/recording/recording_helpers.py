@@ -53,8 +53,8 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 def verify_cli(s3: dict[str, Any], prefix: str, key: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     code, text = run_cli("audit", "verify", "--endpoint", s3["endpoint"], "--bucket", s3["bucket"],
-                         "--prefix", prefix, "--access-key", s3["access_key"], "--secret-key",
-                         s3["secret_key"], "--trusted-key", str(key), *extra)
+                         "--prefix", prefix, f"--access-key={s3['access_key']}",
+                         f"--secret-key={s3['secret_key']}", "--trusted-key", str(key), *extra)
     return code, json.loads(text)
 
 

@@ -32,10 +32,13 @@ async def test_refuses_a_bucket_without_object_lock(make_config: ConfigFactory, 
         await Recorder(make_config(bucket=bucket)).start()
 
 
-async def test_refuses_weaker_bucket_retention_than_configured(make_config: ConfigFactory) -> None:
-    weaker = r"COMPLIANCE 1 days is weaker than the configured COMPLIANCE 30"
+async def test_refuses_weaker_bucket_retention_than_configured(make_config: ConfigFactory, client: Any,
+                                                               s3: dict[str, Any]) -> None:
+    lock = client.get_object_lock_configuration(Bucket=s3["bucket"])["ObjectLockConfiguration"]
+    days = int(lock["Rule"]["DefaultRetention"]["Days"])
+    weaker = rf"COMPLIANCE {days} days is weaker than the configured COMPLIANCE {days + 1}"
     with pytest.raises(RecorderConfigError, match=weaker):
-        await Recorder(make_config(retention_days=30)).start()
+        await Recorder(make_config(retention_days=days + 1)).start()
 
 
 async def test_wrong_credentials_are_named(make_config: ConfigFactory) -> None:

@@ -74,7 +74,7 @@ async def test_session_is_locked_verified_and_searchable(make_config: ConfigFact
     # show: readable and OCSF views of one denied exchange.
     denied = sorted(e for e, a in actions.items() if a == "deny")
     base = ["--endpoint", s3["endpoint"], "--bucket", s3["bucket"], "--prefix", config.prefix,
-            "--access-key", s3["access_key"], "--secret-key", s3["secret_key"]]
+            f"--access-key={s3['access_key']}", f"--secret-key={s3['secret_key']}"]
     code, text = run_cli("audit", "show", denied[0], *base)
     assert code == 0 and "decision   deny" in text and "HTTP 403" in text
     assert "rule=no-credential-dumps" in text
@@ -107,7 +107,7 @@ async def test_verify_rejects_an_untrusted_key_and_bad_credentials(
     code, report = verify_cli(s3, config.prefix, public_key_of(other))
     assert code == 1 and "untrusted_key" in {f["code"] for f in report["findings"]}
     code, text = run_cli("audit", "verify", "--endpoint", s3["endpoint"], "--bucket", s3["bucket"],
-                         "--prefix", config.prefix, "--access-key", s3["access_key"], "--secret-key", "wrong",
+                         "--prefix", config.prefix, f"--access-key={s3['access_key']}", "--secret-key=wrong",
                          "--trusted-key", str(public_key_of(config)))
     assert code == 3 and "cannot read" in json.loads(text)["error"]
     code, report = verify_cli(s3, "no-such-prefix/", public_key_of(config))
