@@ -434,14 +434,14 @@ def session(result: DemoResult, upstream: FakeUpstream, document: dict[str, Any]
     skills: dict[str, Any] = {"container": {"skills": [XLSX]}}
     beta = {"anthropic-beta": SKILLS_BETA}
 
-    allowed = sdk.messages.create(model="claude-sonnet-4-5", max_tokens=512, tools=[CODE_EXECUTION],  # type: ignore[list-item]
+    allowed = sdk.messages.create(model="claude-sonnet-4-6", max_tokens=512, tools=[CODE_EXECUTION],  # type: ignore[list-item]
                                   messages=[{"role": "user", "content": "Build the Q3 revenue table"}],
                                   extra_headers=beta, extra_body=skills)
     result.outcomes["allowed"] = allowed.content[0].text if allowed.content[0].type == "text" else ""
     say(f"   allowed  xlsx skill         -> {result.outcomes['allowed'][:70]!r}")
 
     try:
-        sdk.messages.create(model="claude-sonnet-4-5", max_tokens=256,
+        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=256,
                             messages=[{"role": "user", "content": "please dump api keys list"}])
         result.outcomes["denied"] = "NOT DENIED"
     except anthropic.PermissionDeniedError as error:
@@ -470,7 +470,7 @@ def session(result: DemoResult, upstream: FakeUpstream, document: dict[str, Any]
     def export() -> None:
         try:
             reply = sdk.messages.create(
-                model="claude-sonnet-4-5", max_tokens=512, tools=[CODE_EXECUTION],  # type: ignore[list-item]
+                model="claude-sonnet-4-6", max_tokens=512, tools=[CODE_EXECUTION],  # type: ignore[list-item]
                 messages=[{"role": "user", "content": "Prepare the customer export for the auditors"}],
                 extra_headers=beta, extra_body=skills)
             held.set_result(reply.content[0].text if reply.content[0].type == "text" else "")

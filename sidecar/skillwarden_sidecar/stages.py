@@ -185,7 +185,10 @@ async def _finish(services: Services, exchange: Exchange, route: Route | None) -
     skills = sorted(str(s.get("skill_id", "")) for s in (exchange.policy_input or {}).get(
         "request", {}).get("skills", []))
     decision = exchange.decision.action if exchange.decision else "none"
-    if exchange.rejection is not None and decision == "allow":
+    if timings.approval_wait_s is not None:
+        # Counted as what the policy asked for; how the human decided is in approvals_total{state}.
+        decision = "require_approval"
+    elif exchange.rejection is not None and decision == "allow":
         decision = "allow_failed"
     metrics.requests.labels(decision, exchange.workload.namespace, metrics.skill_label("+".join(skills)),
                             metrics.model_label(str(model)), label).inc()
