@@ -3,6 +3,7 @@ locked in COMPLIANCE until now + retention, accepted by `audit verify`, findable
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from recording_helpers import (
 
 from skillwarden_sidecar.recording import Recorder
 from skillwarden_sidecar.recording.entry import decode_line
+from skillwarden_sidecar.recording.samples import request_record
 
 SCHEMA_FILE = Path(__file__).parents[3] / "sidecar/skillwarden_sidecar/recording/schema/record.v1.json"
 SCHEMA = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
@@ -142,3 +144,21 @@ async def test_check_retention_flags_weaker_mode_and_shorter_dates(make_config: 
                               "--retention-days", "30")
     summary = report["summary"]
     assert code == 1 and summary["retention_mode"] == summary["retention_short"] == report["objects"]
+
+
+async def test_concurrent_appends_share_fsyncs(make_config: ConfigFactory) -> None:
+    """Group commit: appends that arrive while an fsync is in flight ride on the next one."""
+    async with Recorder(make_config()) as recorder:
+        writer = recorder._writer
+        original = writer.write_batch
+        batches: list[int] = []
+
+        def counting(lines: list[bytes], *rest: Any) -> None:
+            batches.append(len(lines))
+            original(lines, *rest)
+
+        writer.write_batch = counting  # type: ignore[method-assign]
+        appends = [recorder.append("request", request_record(f"g-{n}")) for n in range(200)]
+        seqs = await asyncio.gather(*appends)
+    assert sorted(seqs) == list(range(2, 202))  # after stream_start; no gaps, no duplicates
+    assert sum(batches) >= 200 and len(batches) <= 20, batches
