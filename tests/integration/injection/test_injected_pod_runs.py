@@ -109,12 +109,13 @@ def fake_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(running)
 
 
-def stored_injected_pod(core: k8s.CoreV1Api, api: k8s.ApiClient) -> dict[str, Any]:
+def stored_injected_pod(core: k8s.CoreV1Api, api: k8s.ApiClient, native: bool) -> dict[str, Any]:
     """Created like a ReplicaSet would, with the token volume the ServiceAccount admission plugin
     adds in a real cluster (the dev stack runs without that plugin)."""
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
         "generateName": "report-", "labels": {"app": "report", "skillwarden.io/inject": "true"},
-        "annotations": {"skillwarden.io/inject": "true"}},
+        "annotations": {"skillwarden.io/inject": "true",
+                        "skillwarden.io/native-sidecar": "true" if native else "false"}},
         "spec": {"serviceAccountName": SERVICE_ACCOUNT, "containers": [{
             "name": "app", "image": "example/report:1",
             "volumeMounts": [{"name": "kube-api-access-abcde", "mountPath": kubelet.KUBE_SA_DIR,
@@ -130,11 +131,15 @@ def stored_injected_pod(core: k8s.CoreV1Api, api: k8s.ApiClient) -> dict[str, An
     return stored
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["sidecar-containers", "native-sidecars"])
 def test_injected_sidecar_and_opa_from_the_stored_pod_enforce_the_namespace_policy(
+        native: bool,
         injection_webhook: Webhook, cluster_objects: k8s.CoreV1Api, fake_claude: str,
         stack: dict[str, Any], tmp_path: Path) -> None:
     core = cluster_objects
-    pod = stored_injected_pod(core, injection_webhook.api)
+    pod = stored_injected_pod(core, injection_webhook.api, native)
+    where = "initContainers" if native else "containers"
+    assert {c["name"] for c in pod["spec"].get(where, [])} >= {"skillwarden", "opa"}
     bundle = build_bundle(NAMESPACE, [POLICY])
     bundles = Bundles({NAMESPACE: (bundle.data, bundle.etag)})
     secrets = {name: {k: base64.b64decode(v)
@@ -214,5 +219,6 @@ def test_injected_sidecar_and_opa_from_the_stored_pod_enforce_the_namespace_poli
     assert REAL_KEY not in json.dumps(running.app_env)
     key_file = tmp_path / "pod" / "volumes" / "skillwarden-provider-key" / "api-key"
     assert key_file.read_text() == REAL_KEY
-    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "skillwarden")
+    sidecar = next(c for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+                   if c["name"] == "skillwarden")
     assert any(m["mountPath"] == kubelet.KUBE_SA_DIR for m in sidecar["volumeMounts"])
