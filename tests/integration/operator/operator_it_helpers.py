@@ -173,11 +173,15 @@ def operators(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorFactory]:
     yield start
     for running in reversed(started):
         processes.stop(running)
-    try:
-        k8s.AdmissionregistrationV1Api(cluster.api).delete_validating_webhook_configuration(WEBHOOK_NAME)
-    except k8s.ApiException as error:
-        if error.status != 404:
-            raise
+    # kopf empties its managed configurations on exit; a killed process leaves them: remove both.
+    admission = k8s.AdmissionregistrationV1Api(cluster.api)
+    for delete in (admission.delete_validating_webhook_configuration,
+                   admission.delete_mutating_webhook_configuration):
+        try:
+            delete(WEBHOOK_NAME)
+        except k8s.ApiException as error:
+            if error.status != 404:
+                raise
 
 
 @dataclass
