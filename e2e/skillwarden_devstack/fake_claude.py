@@ -8,7 +8,8 @@ compare "through the sidecar" with "direct" byte for byte.
 
 Knobs: time to first token (`ttft`), gap between stream deltas (`token_gap`), a required API key,
 and a FIFO of faults consumed one per request: `status` (e.g. 500, 529 overloaded), `timeout`
-(sleep before answering), `disconnect` (drop the connection mid-stream after N events).
+(sleep before answering), `disconnect` (drop the connection mid-stream after N events),
+`stream_error` (an `event: error` mid-stream after N events, e.g. 529 overloaded).
 Everything received is kept (method, path, query, headers incl. `x-api-key`, body) so tests can
 assert what the upstream saw. Control endpoints under `/_fake/` (not part of Anthropic's API):
 GET/DELETE `/_fake/received`, POST `/_fake/faults`, POST `/_fake/settings`, GET `/_fake/stats`.
@@ -56,7 +57,7 @@ class Settings:
 
 @dataclass
 class Fault:
-    kind: str  # status | timeout | disconnect
+    kind: str  # status | timeout | disconnect | stream_error (an `event: error` mid-stream)
     status: int = 500
     seconds: float = 0.0
     after_events: int = 3
@@ -165,7 +166,8 @@ class FakeClaude:
 
     async def _stream(self, request: web.Request, message: dict[str, Any],
                       headers: dict[str, str]) -> web.StreamResponse:
-        fault = self.faults.popleft() if self.faults and self.faults[0].kind == "disconnect" else None
+        in_stream = {"disconnect", "stream_error"}
+        fault = self.faults.popleft() if self.faults and self.faults[0].kind in in_stream else None
         response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream; charset=utf-8",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
@@ -173,6 +175,11 @@ class FakeClaude:
         try:
             for count, (name, data) in enumerate(stream_events(message, self.settings.words_per_delta)):
                 if fault is not None and count >= fault.after_events:
+                    if fault.kind == "stream_error":  # what the real API sends when it fails mid-stream
+                        error = error_payload(fault.status, fault.message or "Overloaded")
+                        await response.write(f"event: error\ndata: {_dumps(error)}\n\n".encode())
+                        await response.write_eof()
+                        return response
                     assert request.transport is not None
                     request.transport.close()  # upstream dies mid-stream
                     return response

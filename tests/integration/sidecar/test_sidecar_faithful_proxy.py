@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import pytest
 from sidecar_support import REAL_KEY, SidecarFactory, SidecarHandle
 
 from skillwarden_devstack.fake_claude import FakeClaude
@@ -169,3 +170,24 @@ async def test_upstream_errors_pass_through(sidecar_factory: SidecarFactory,
                                   "error": {"type": "overloaded_error", "message": "Overloaded"}}
         # and the next request is served normally
         assert (await via.messages.create(**request)).content[0].type == "text"
+
+
+async def test_mid_stream_overloaded_error_reaches_the_sdk_identically(sidecar: SidecarHandle,
+                                                                      fake: tuple[FakeClaude, str]) -> None:
+    from skillwarden_devstack.fake_claude import Fault
+    upstream, url = fake
+    direct, via = clients(sidecar, url)
+    request: dict[str, Any] = {"model": MODEL, "max_tokens": 64,
+                               "messages": [{"role": "user", "content": "a longer answer please"}]}
+    outcomes = []
+    for client in (direct, via):
+        upstream.faults.append(Fault(kind="stream_error", status=529, after_events=5, message="Overloaded"))
+        seen: list[Any] = []
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            async with client.messages.stream(**request) as stream:
+                async for event in stream:
+                    seen.append(event.model_dump())
+        outcomes.append((type(failed.value).__name__, failed.value.body, seen))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][1] == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert len(outcomes[1][2]) >= 3  # the events before the failure arrived, as they did directly
