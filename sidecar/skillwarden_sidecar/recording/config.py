@@ -65,6 +65,8 @@ class RecorderConfig:
     segment_max_bytes: int = 4 * 1024 * 1024
     # Admission bounds: beyond either, admit() raises RecordingUnavailable.
     spool_max_bytes: int = 512 * 1024 * 1024
+    # Beyond this even append() refuses (protects the node's disk); None = 2 x spool_max_bytes.
+    spool_hard_max_bytes: int | None = None
     max_unshipped_age_s: float = 120.0
     fail_open: bool = False
     max_clock_skew_s: float = 120.0
@@ -85,5 +87,7 @@ class RecorderConfig:
             raise RecorderConfigError("retention_days must be at least 1")
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
+        if self.spool_hard_max_bytes is None:
+            self.spool_hard_max_bytes = 2 * self.spool_max_bytes
         if self.signing_key_file is None:
             self.signing_key_file = self.spool_dir / "keys" / "signing-key.pem"

@@ -10,8 +10,8 @@ RECORDS_SPOOLED = Counter("skillwarden_records_spooled_total",
 RECORDS_SHIPPED = Counter("skillwarden_records_shipped_total",
                           "Record entries uploaded to the Object Lock bucket")
 RECORDS_FAILED = Counter("skillwarden_records_failed_total",
-                         "Recording failures by cause (s3_error, spool_write, corrupt_spool, conflict, "
-                         "admitted_unavailable when fail-open lets a request through)", ["cause"])
+                         "Recording failures by cause (s3_error, spool_write, spool_full, corrupt_spool, "
+                         "conflict, admitted_unavailable when fail-open lets a request through)", ["cause"])
 SPOOL_BYTES = Gauge("skillwarden_spool_bytes", "Bytes on the local spool not yet shipped")
 SPOOL_OLDEST_AGE = Gauge("skillwarden_spool_oldest_unshipped_age_seconds",
                          "Age of the oldest record entry not yet shipped (0 when all are shipped)")

@@ -239,6 +239,14 @@ class Recorder:
             raise RecordingUnavailable("recorder is not running")
         if self._broken:
             raise RecordingUnavailable(self._broken)
+        pending = self._shipper.pending_bytes() + self._writer.open_bytes
+        # stream_start is exempt: a large backlog must never keep the recorder (and its shipper)
+        # from starting.
+        if kind != "stream_start" and self.config.spool_hard_max_bytes is not None and \
+                pending > self.config.spool_hard_max_bytes:
+            RECORDS_FAILED.labels(cause="spool_full").inc()
+            raise RecordingUnavailable(f"spool hard limit: {pending} bytes not shipped "
+                                       f"(bound {self.config.spool_hard_max_bytes}); record not written")
         moment = self.config.clock()
         self._seq += 1
         encoded = encode_entry(self.stream_id, self._seq, self._head, kind, moment, record)

@@ -160,6 +160,11 @@ async def test_spool_bound_refuses_and_fail_open_admits_loudly(make_config: Conf
         recorders[1].admit()  # fail-open: admitted, but counted
         assert RECORDS_FAILED.labels(cause="admitted_unavailable")._value.get() == before + 1
         assert recorders[1].unavailable_reason() is not None
+        # Past the hard limit (2 x the bound) even append refuses: the node's disk is protected,
+        # and the caller learns the record was not written (no sequence number is consumed).
+        with pytest.raises(RecordingUnavailable, match="spool hard limit"):
+            for number in range(200):
+                await recorders[0].append("request", request_record(f"hard-{number}"))
     finally:
         await proxy.start()
         for recorder in recorders:
