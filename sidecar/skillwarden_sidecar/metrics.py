@@ -33,6 +33,12 @@ METRIC_NAMES: frozenset[str] = frozenset({
 })
 
 _LABEL_SAFE = re2.compile(r"^[A-Za-z0-9._:@+-]{1,64}$")
+_MODEL_SNAPSHOT = re2.compile(r"-(?:[0-9]{8}|latest)$")
+
+
+def model_family(model: str) -> str:
+    """`claude-sonnet-4-5-20250929` and `claude-sonnet-4-5-latest` count as `claude-sonnet-4-5`."""
+    return _MODEL_SNAPSHOT.sub("", model) if len(model) <= 128 else model
 
 
 class BoundedLabel:

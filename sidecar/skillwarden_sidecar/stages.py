@@ -15,7 +15,7 @@ from skillwarden_sidecar.config import SidecarConfig
 from skillwarden_sidecar.errors import Rejection, bad_request, too_large
 from skillwarden_sidecar.forwarding import REQUEST_ID_HEADER, Upstream, forwardable_headers
 from skillwarden_sidecar.identity import TokenVerifier
-from skillwarden_sidecar.metrics import SidecarMetrics
+from skillwarden_sidecar.metrics import SidecarMetrics, model_family
 from skillwarden_sidecar.pipeline import Exchange, Hooks, Workload
 from skillwarden_sidecar.policy import PolicyClient, build_input, denial
 from skillwarden_sidecar.routes import JSON, NONE, Route, resolve
@@ -191,7 +191,7 @@ async def _finish(services: Services, exchange: Exchange, route: Route | None) -
     elif exchange.rejection is not None and decision == "allow":
         decision = "allow_failed"
     metrics.requests.labels(decision, exchange.workload.namespace, metrics.skill_label("+".join(skills)),
-                            metrics.model_label(str(model)), label).inc()
+                            metrics.model_label(model_family(str(model))), label).inc()
     if timings.upstream_s is not None:
         metrics.upstream_seconds.labels(label).observe(timings.upstream_s)
     if timings.upstream_ttft_s is not None:

@@ -36,6 +36,13 @@ def test_provider_key_rereads_on_change_and_never_shows_itself(tmp_path: Path) -
     assert not key.readable()
 
 
+def test_model_family() -> None:
+    from skillwarden_sidecar.metrics import model_family
+    assert model_family("claude-sonnet-4-5-20250929") == "claude-sonnet-4-5"
+    assert model_family("claude-haiku-4-5-latest") == "claude-haiku-4-5"
+    assert model_family("claude-sonnet-4-6") == "claude-sonnet-4-6"
+
+
 def test_bounded_label() -> None:
     label = BoundedLabel(2)
     assert [label(v) for v in ("a", "b", "c", "a", "", "bad label!", "x" * 100)] == \
