@@ -6,6 +6,7 @@ the id is derived from the key itself and cannot be claimed by a different key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -52,8 +53,11 @@ def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     public_file = path.with_name(path.name + ".pub")
-    if not public_file.exists():
-        public_file.write_bytes(public_pem(key.public_key()))
+    # Best effort: a key mounted from a Secret lives on a read-only volume (the public key is
+    # published to the bucket anyway).
+    with contextlib.suppress(OSError):
+        if not public_file.exists():
+            public_file.write_bytes(public_pem(key.public_key()))
     return key
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,3 +140,18 @@ def test_ocsf_view_of_an_allowed_and_a_denied_exchange() -> None:
     event = to_ocsf(entry_of(4, "request", request_record("ex-2", action="deny")),
                     entry_of(5, "response", response_record("ex-2", outcome="rejected", status=403)))
     assert (event["status_id"], event["action_id"], event["status_code"]) == (2, 2, "403")
+
+
+def test_a_key_on_a_read_only_mount_is_used_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = load_or_create_signing_key(tmp_path / "elsewhere" / "key.pem")
+    mount = tmp_path / "signing"
+    mount.mkdir()
+    (mount / "signing-key.pem").write_bytes((tmp_path / "elsewhere" / "key.pem").read_bytes())
+
+    def read_only(self: Path, data: bytes) -> int:  # a Secret volume (tests run as root here)
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    loaded = load_or_create_signing_key(mount / "signing-key.pem")
+    assert key_id(loaded.public_key()) == key_id(created.public_key())
+    assert not (mount / "signing-key.pem.pub").exists()
