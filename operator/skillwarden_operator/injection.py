@@ -222,35 +222,32 @@ def settings_from_document(document: Mapping[str, Any]) -> InjectionSettings:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
     settings = InjectionSettings()
-    plain = {
-        "bundle_service_url": document.get("bundleUrl"),
-        "sidecar_image": section("sidecar").get("image"),
-        "image_pull_policy": section("sidecar").get("imagePullPolicy"),
-        "port": section("sidecar").get("port"),
-        "admin_port": section("sidecar").get("metricsPort"),
-        "native_sidecar": section("sidecar").get("nativeSidecar"),
-        "token_audience": section("sidecar").get("tokenAudience"),
-        "oidc_issuer": section("sidecar", "oidc").get("issuer"),
-        "oidc_audience": section("sidecar", "oidc").get("audience"),
-        "oidc_jwks_url": section("sidecar", "oidc").get("jwksUrl"),
-        "opa_image": section("opa").get("image"),
-        "opa_poll_min_seconds": section("opa").get("pollMinSeconds"),
-        "opa_poll_max_seconds": section("opa").get("pollMaxSeconds"),
-        "provider_key_secret": section("providerKey").get("secretName"),
-        "provider_key_secret_key": section("providerKey").get("key"),
-        "upstream_url": section("upstream").get("baseUrl"),
-        "s3_endpoint": section("recording", "s3").get("endpoint"),
-        "s3_region": section("recording", "s3").get("region"),
-        "records_bucket": section("recording", "s3").get("bucket"),
-        "records_prefix": section("recording", "s3").get("prefix"),
-        "s3_credentials_secret": section("recording", "s3").get("credentialsSecret"),
-        "spool_size": section("recording", "spool").get("sizeLimit"),
-        "signing_key_secret": section("recording").get("signingKeySecret"),
+    # setting <- where the chart puts it (the path names the field in error messages)
+    fields = {
+        "bundle_service_url": ("bundleUrl",), "sidecar_image": ("sidecar", "image"),
+        "image_pull_policy": ("sidecar", "imagePullPolicy"), "port": ("sidecar", "port"),
+        "admin_port": ("sidecar", "metricsPort"), "native_sidecar": ("sidecar", "nativeSidecar"),
+        "token_audience": ("sidecar", "tokenAudience"), "oidc_issuer": ("sidecar", "oidc", "issuer"),
+        "oidc_audience": ("sidecar", "oidc", "audience"), "oidc_jwks_url": ("sidecar", "oidc", "jwksUrl"),
+        "opa_image": ("opa", "image"), "opa_poll_min_seconds": ("opa", "pollMinSeconds"),
+        "opa_poll_max_seconds": ("opa", "pollMaxSeconds"),
+        "provider_key_secret": ("providerKey", "secretName"),
+        "provider_key_secret_key": ("providerKey", "key"),
+        "upstream_url": ("upstream", "baseUrl"), "s3_endpoint": ("recording", "s3", "endpoint"),
+        "s3_region": ("recording", "s3", "region"), "records_bucket": ("recording", "s3", "bucket"),
+        "records_prefix": ("recording", "s3", "prefix"),
+        "s3_credentials_secret": ("recording", "s3", "credentialsSecret"),
+        "spool_size": ("recording", "spool", "sizeLimit"),
+        "signing_key_secret": ("recording", "signingKeySecret"),
     }
-    for target, value in plain.items():
-        raw = text(value, target)
+    for target, path in fields.items():
+        where = ".".join(path)
+        raw = text(section(*path[:-1]).get(path[-1]), where)
         if raw is not None:
-            settings = _apply_setting(settings, target, raw, any_port=target.startswith("opa_poll"))
+            try:
+                settings = _apply_setting(settings, target, raw, any_port=target.startswith("opa_poll"))
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
     for group, where in (("sidecar_resources", "sidecar"), ("opa_resources", "opa")):
         resources = section(where, "resources")
         if resources:
