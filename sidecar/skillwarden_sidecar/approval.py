@@ -397,6 +397,8 @@ class ApprovalGate:
                 except KubeUnavailable:
                     continue
                 except KubeNotFound as error:
+                    if error.name != name:
+                        continue  # the resource type is not served yet (API server starting up)
                     raise refusal(
                         "approval_deleted",
                         f"approval {name} was deleted while the request waited; nothing was forwarded",
@@ -424,6 +426,12 @@ class ApprovalGate:
         try:
             return await self._client.get(namespace, name)
         except KubeNotFound as error:
+            if error.name != name:
+                raise refusal(
+                    "approval_unavailable",
+                    f"the Kubernetes API does not serve SkillApprovals right now ({name})",
+                    status=503,
+                ) from error
             raise refusal(
                 "approval_deleted", f"approval {name} no longer exists; nothing was forwarded"
             ) from error
@@ -449,6 +457,13 @@ class ApprovalGate:
         except KubeConflict:
             return False  # changed under us: the caller re-reads and decides again
         except KubeNotFound as error:
+            if error.name != name:
+                raise refusal(
+                    "approval_unavailable",
+                    f"the Kubernetes API does not serve SkillApprovals right now ({name})",
+                    self._view(obj),
+                    status=503,
+                ) from error
             raise refusal(
                 "approval_deleted", f"approval {name} was deleted before use", self._view(obj)
             ) from error

@@ -45,7 +45,12 @@ class KubeConflict(KubeRefused):
 
 
 class KubeNotFound(KubeRefused):
-    pass
+    """404. `name` is the object the API server says is missing; empty when the whole resource
+    type is not (yet) served — e.g. right after an API server restart, before CRDs are back."""
+
+    def __init__(self, status: int, message: str, name: str = "") -> None:
+        super().__init__(status, message)
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,14 @@ class KubeAccess:
             token=str(user.get("token", "")),
             token_file=str(user.get("tokenFile", "")),
         )
+
+
+def _missing_name(payload: bytes) -> str:
+    try:
+        details = orjson.loads(payload).get("details") or {}
+        return str(details.get("name") or "") if details.get("kind") else ""
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
 
 
 def _status_message(payload: bytes) -> str:
@@ -158,7 +171,7 @@ class ApprovalClient:
         if status >= 500:
             raise KubeUnavailable(f"Kubernetes API answered {status}: {_status_message(payload)}")
         if status == 404:
-            raise KubeNotFound(status, _status_message(payload))
+            raise KubeNotFound(status, _status_message(payload), _missing_name(payload))
         if status == 409:
             raise KubeConflict(status, _status_message(payload))
         if status >= 400:

@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import os
 import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client as kclient
@@ -17,7 +24,9 @@ from kubernetes import config as kconfig
 from kubernetes.client.exceptions import ApiException
 
 from skillwarden_devstack import pki
+from skillwarden_devstack.processes import free_port
 from skillwarden_sidecar.approval_client import KubeAccess
+from skillwarden_sidecar.pipeline import Decision, Exchange, Identity, Workload
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "crds" / "skillapproval.yaml"
@@ -231,3 +240,141 @@ def review_as(env: ApprovalsEnv, user: str, verb: str, name: str, reason: str) -
 def approvals_for(env: ApprovalsEnv, digest: str) -> list[dict[str, Any]]:
     items = env.api("admin").list_namespaced_custom_object(GROUP, VERSION, env.namespace, PLURAL)["items"]
     return [i for i in items if i["spec"]["requestDigest"] == digest]
+
+
+@contextlib.contextmanager
+def approvals_environment(stack: dict[str, Any], work: Path) -> Iterator[ApprovalsEnv]:
+    """CRD, RBAC, the sidecar's service-account token and the webhook (kopf) on `stack`."""
+    work.mkdir(parents=True, exist_ok=True)
+    admin = kconfig.new_client_from_config(config_file=stack["kubeconfigs"]["admin"])
+    apply(admin, [yaml.safe_load(CRD.read_text())])
+    namespace = f"approvals-{uuid.uuid4().hex[:6]}"
+    apply(admin, rbac_documents(namespace))
+    deadline = time.monotonic() + 30
+    custom = kclient.CustomObjectsApi(admin)
+    while True:  # the CRD becomes servable a moment after creation
+        try:
+            custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            break
+        except ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    token = kclient.CoreV1Api(admin).create_namespaced_service_account_token(
+        SIDECAR_SA, namespace, {"spec": {"audiences": [stack["apiserver"]], "expirationSeconds": 3600}}
+    )
+    cert, key = issue_webhook_cert(stack, work)
+    log = work / "webhook.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": stack["kubeconfigs"]["admin"],
+        "SKW_WEBHOOK_PORT": str(free_port()),
+        "SKW_WEBHOOK_CERT": str(cert),
+        "SKW_WEBHOOK_KEY": str(key),
+        "SKW_WEBHOOK_CA": stack["ca_cert"],
+        "SKW_WEBHOOK_NAME": f"skillapprovals-{namespace}.skillwarden.io",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", str(HARNESS)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=work,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not webhook_ready(custom, namespace):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"approval webhook did not come up; log {log}:\n{log.read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield ApprovalsEnv(
+            stack=stack,
+            namespace=namespace,
+            sidecar_token=token.status.token,
+            webhook_log=log,
+            webhook=process,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        # kopf empties its managed configurations on exit; remove the husks too.
+        registrations = kclient.AdmissionregistrationV1Api(admin)
+        for delete in (
+            registrations.delete_mutating_webhook_configuration,
+            registrations.delete_validating_webhook_configuration,
+        ):
+            with contextlib.suppress(ApiException):
+                delete(env["SKW_WEBHOOK_NAME"])
+
+
+PROMPT = "Build the customer export for Q3 as xlsx and mail it to jane.doe@example.com"
+
+
+def make_exchange(
+    env: ApprovalsEnv,
+    prompt: str,
+    *,
+    hold: float = 20,
+    ttl: float = 600,
+    required: int = 1,
+    sub: str = "requester",
+) -> Exchange:
+    skills = [{"type": "anthropic", "skill_id": "xlsx", "version": "latest"}]
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "container": {"skills": skills},
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    decision = Decision(
+        action="require_approval",
+        reasons=("Customer data exports need a finance lead",),
+        policy=f"{env.namespace}/finance-reporting",
+        rule="customer-export",
+        message="Customer data exports need a finance lead",
+        masking={},
+        recording={},
+        approval={
+            "approvers": {"groups": ["finance-leads"], "users": []},
+            "required": required,
+            "ttlSeconds": ttl,
+            "holdSeconds": hold,
+        },
+        bundle_revision="sha256:test",
+        raw={},
+    )
+    return Exchange(
+        request_id=uuid.uuid4().hex,
+        received_at=time.time(),
+        method="POST",
+        path="/v1/messages",
+        query="",
+        operation="messages.create",
+        workload=Workload(env.namespace, "report-7f9c", SIDECAR_SA),
+        identity=Identity(kind="oidc", sub=sub, iss="https://issuer.test", groups=("finance-analysts",)),
+        body=body,
+        decision=decision,
+        policy_input={
+            "request": {"model": "claude-sonnet-4-5", "skills": skills, "tools": [], "prompt_text": prompt}
+        },
+    )
+
+
+def unique_prompt() -> str:
+    return f"{PROMPT} (run {uuid.uuid4().hex[:8]})"
+
+
+async def appears(env: ApprovalsEnv, digest: str, count: int = 1, within: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = await asyncio.to_thread(approvals_for, env, digest)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no SkillApproval for {digest} after {within} s")

@@ -8,76 +8,28 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from approvals_helpers import GROUP, PLURAL, SIDECAR_SA, VERSION, ApprovalsEnv, approvals_for, review_as
+from approvals_helpers import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    ApprovalsEnv,
+    appears,
+    approvals_for,
+    make_exchange,
+    review_as,
+    unique_prompt,
+)
 
 from skillwarden_sidecar.approval import ApprovalGate, GateSettings
 from skillwarden_sidecar.approval_client import ApprovalClient, KubeAccess
 from skillwarden_sidecar.approval_hook import masked_summary
 from skillwarden_sidecar.errors import Rejection
-from skillwarden_sidecar.pipeline import Decision, Exchange, Identity, Workload
-
-PROMPT = "Build the customer export for Q3 as xlsx and mail it to jane.doe@example.com"
-
-
-def make_exchange(
-    env: ApprovalsEnv,
-    prompt: str,
-    *,
-    hold: float = 20,
-    ttl: float = 600,
-    required: int = 1,
-    sub: str = "requester",
-) -> Exchange:
-    skills = [{"type": "anthropic", "skill_id": "xlsx", "version": "latest"}]
-    body = {
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 1024,
-        "container": {"skills": skills},
-        "messages": [{"role": "user", "content": prompt}],
-    }
-    decision = Decision(
-        action="require_approval",
-        reasons=("Customer data exports need a finance lead",),
-        policy=f"{env.namespace}/finance-reporting",
-        rule="customer-export",
-        message="Customer data exports need a finance lead",
-        masking={},
-        recording={},
-        approval={
-            "approvers": {"groups": ["finance-leads"], "users": []},
-            "required": required,
-            "ttlSeconds": ttl,
-            "holdSeconds": hold,
-        },
-        bundle_revision="sha256:test",
-        raw={},
-    )
-    return Exchange(
-        request_id=uuid.uuid4().hex,
-        received_at=time.time(),
-        method="POST",
-        path="/v1/messages",
-        query="",
-        operation="messages.create",
-        workload=Workload(env.namespace, "report-7f9c", SIDECAR_SA),
-        identity=Identity(kind="oidc", sub=sub, iss="https://issuer.test", groups=("finance-analysts",)),
-        body=body,
-        decision=decision,
-        policy_input={
-            "request": {"model": "claude-sonnet-4-5", "skills": skills, "tools": [], "prompt_text": prompt}
-        },
-    )
-
-
-def unique_prompt() -> str:
-    return f"{PROMPT} (run {uuid.uuid4().hex[:8]})"
 
 
 @pytest.fixture
@@ -92,16 +44,6 @@ def gate(approvals_env: ApprovalsEnv, session: aiohttp.ClientSession) -> Approva
         ApprovalClient(approvals_env.sidecar_access(), session),
         summarize=masked_summary,
     )
-
-
-async def appears(env: ApprovalsEnv, digest: str, count: int = 1, within: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        found = await asyncio.to_thread(approvals_for, env, digest)
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no SkillApproval for {digest} after {within} s")
 
 
 async def refused(call: Any) -> Rejection:

@@ -288,7 +288,9 @@ class FlakyWatchClient(ScriptedClient):
     ("after", "cause"),
     [
         (KubeRefused(403, "forbidden"), "approval_unavailable"),
-        (KubeNotFound(404, "gone"), "approval_deleted"),
+        (KubeNotFound(404, "gone", name="new-1"), "approval_deleted"),
+        # 404 for the resource type (CRDs not served yet after an API server restart): not a deletion.
+        (KubeNotFound(404, "the server could not find the requested resource"), "approval_unavailable"),
         (KubeUnavailable("still down"), "approval_unavailable"),
     ],
 )
