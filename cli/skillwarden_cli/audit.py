@@ -25,7 +25,7 @@ def _s3_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="audit_command", required=True, metavar="verify|show|search")
+    sub = parser.add_subparsers(dest="audit_command", required=True, metavar="verify|show|search|keys")
     verify = sub.add_parser("verify", help="prove records are complete and untampered (JSON report)")
     _s3_arguments(verify)
     verify.add_argument("--trusted-key", action="append", type=Path, default=[], required=True,
@@ -48,6 +48,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--since", help="RFC 3339 UTC time, inclusive (e.g. 2026-11-24T00:00:00Z)")
     search.add_argument("--until", help="RFC 3339 UTC time, exclusive")
     search.add_argument("--format", choices=["summary", "ocsf"], default="summary")
+    keys = sub.add_parser("keys", help="public signing keys published under the prefix, with fingerprints "
+                                       "to compare against the ones handed over out of band")
+    _s3_arguments(keys)
+    keys.add_argument("--save", type=Path, default=None,
+                      help="write each key as <key_id>.pem into this directory (review before pinning)")
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -77,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
             return _verify(args)
         if args.audit_command == "show":
             return _show(args)
+        if args.audit_command == "keys":
+            return _keys(args)
         return _search(args)
     except (ClientError, BotoCoreError, ValueError) as error:
         print(f"skillwarden audit: {error}", file=sys.stderr)
@@ -186,4 +193,37 @@ def _search(args: argparse.Namespace) -> int:
                 print(json.dumps(to_ocsf(exchange.request, exchange.response), sort_keys=True), flush=True)
             else:
                 print(json.dumps(summary(exchange), sort_keys=True), flush=True)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """Published keys are a convenience, not a trust anchor: the id is re-derived from the key
+    bytes here, and the auditor compares the SHA-256 fingerprint with the one handed over."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    from skillwarden_sidecar.recording import layout
+    from skillwarden_sidecar.recording.keys import SigningKeyError, key_id, load_public_key
+    client = _client(args)
+    prefix = _prefix(args)
+    listing = client.list_objects_v2(Bucket=args.bucket, Prefix=prefix + "keys/").get("Contents", [])
+    for item in listing:
+        parsed = layout.parse_key(prefix, item["Key"])
+        if parsed.kind != "key":
+            continue
+        data = client.get_object(Bucket=args.bucket, Key=item["Key"])["Body"].read()
+        try:
+            public = load_public_key(data, item["Key"])
+        except SigningKeyError as error:
+            print(json.dumps({"key": item["Key"], "error": str(error)}), flush=True)
+            continue
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        derived = key_id(public)
+        print(json.dumps({"key_id": derived, "name_matches": derived == parsed.name,
+                          "sha256": hashlib.sha256(raw).hexdigest(), "published": str(item["LastModified"]),
+                          "object": item["Key"]}, sort_keys=True), flush=True)
+        if args.save and derived == parsed.name:
+            args.save.mkdir(parents=True, exist_ok=True)
+            (args.save / f"{derived}.pem").write_bytes(data)
     return 0

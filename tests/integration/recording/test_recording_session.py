@@ -95,6 +95,12 @@ async def test_session_is_locked_verified_and_searchable(make_config: ConfigFact
     code, text = run_cli("audit", "search", "--identity", "system:serviceaccount:finance:report-bot",
                          "--since", started.isoformat(), *base)
     assert len(text.splitlines()) == len(actions)
+    # keys: the published key re-derives to the recorder's key id; saved copies verify the session.
+    code, text = run_cli("audit", "keys", "--save", str(config.spool_dir.parent / "reviewed"), *base)
+    (published,) = [json.loads(line) for line in text.splitlines()]
+    assert code == 0 and published["key_id"] == recorder.key_id and published["name_matches"]
+    code, report = verify_cli(s3, config.prefix, config.spool_dir.parent / "reviewed")
+    assert code == 0
 
 
 async def test_verify_rejects_an_untrusted_key_and_bad_credentials(
