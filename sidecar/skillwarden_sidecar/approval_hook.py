@@ -70,13 +70,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def masked_summary(exchange: Exchange, text: str) -> str:
     """The prompt as approvers see it: every detector (like records), always the redact operator,
-    so no keyed token can be correlated from an approval object."""
+    so no keyed token can be correlated from an approval object. If masking fails (e.g. its
+    budget on a huge prompt), no text is shown at all."""
     from skillwarden_sidecar.masking import Masker, MaskingSpec
 
     masking = dict((exchange.decision.masking if exchange.decision else None) or {})
     masking["operators"] = {}
-    spec = MaskingSpec.from_decision(masking, "record", b"", SUMMARY_KEY_ID)
-    return Masker(spec).mask_text(text).text
+    try:
+        spec = MaskingSpec.from_decision(masking, "record", b"", SUMMARY_KEY_ID)
+        return Masker(spec).mask_text(text).text  # whole text: a cut could split an entity
+    except Exception:  # any masking failure must hide the prompt, never show it
+        return f"[prompt not shown: {len(text)} characters; masking failed]"
 
 
 class DeferredApprovals:

@@ -146,3 +146,23 @@ def test_summary_masks_with_every_detector_and_custom_patterns() -> None:
     )
     assert "EMP-123456" not in summary and "jane@example.com" not in summary and "4111" not in summary
     assert "hm_" not in summary  # always redact: no keyed token that could be correlated
+
+
+def test_a_masking_failure_hides_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skillwarden_sidecar.masking import Masker
+
+    def explode(self: Any, text: str) -> Any:
+        raise RuntimeError("budget exceeded")
+
+    monkeypatch.setattr(Masker, "mask_text", explode)
+    exchange = Exchange(
+        request_id="r",
+        received_at=0,
+        method="POST",
+        path="/v1/messages",
+        query="",
+        operation="messages.create",
+        workload=Workload("ns", "pod", "sa"),
+    )
+    summary = approval_hook.masked_summary(exchange, "card 4111 1111 1111 1111")
+    assert summary == "[prompt not shown: 24 characters; masking failed]"
