@@ -40,10 +40,9 @@ def install_crds(api: k8s.ApiClient) -> None:
             if error.status != 409:
                 raise
         deadline = time.monotonic() + 30
-        def conditions() -> list[Any]:
-            return extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
-
-        while not any(c.type == "Established" and c.status == "True" for c in conditions()):
+        name = crd["metadata"]["name"]
+        while not any(c.type == "Established" and c.status == "True"
+                      for c in extensions.read_custom_resource_definition(name).status.conditions or []):
             assert time.monotonic() < deadline, f"{path.name} not established"
             time.sleep(0.1)
 
