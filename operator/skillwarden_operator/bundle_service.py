@@ -6,6 +6,8 @@
   response carries `Content-Type: application/vnd.openpolicyagent.bundles`, which is how OPA
   learns the server supports long polling.
 - Unknown namespace -> 404 with a JSON error; a malformed name -> 400.
+- `/healthz`: the process serves. `/readyz`: 200 once every namespace that held SkillPolicies at
+  start-up has been compiled (503 before: route OPA to another replica meanwhile).
 Every replica serves the same bytes and ETag for the same policies (see bundle.py).
 """
 
@@ -84,6 +86,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "namespaces": request.app[STORE].namespaces()})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    missing = request.app[STORE].missing()
+    if missing is None:
+        return web.json_response({"status": "starting", "reason": "SkillPolicies not listed yet"}, status=503)
+    if missing:
+        return web.json_response({"status": "starting", "not_compiled_yet": missing[:20]}, status=503)
+    return web.json_response({"status": "ready", "namespaces": request.app[STORE].namespaces()})
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -96,6 +107,7 @@ def build_app(store: BundleStore, metrics: OperatorMetrics, max_wait: float = 12
     app[MAX_WAIT] = max_wait
     app.router.add_get("/bundles/{namespace}.tar.gz", get_bundle)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 

@@ -16,6 +16,16 @@ class BundleStore:
     def __init__(self) -> None:
         self._bundles: dict[str, Bundle] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        # Namespaces holding SkillPolicies when the process started (None: not listed yet). Until
+        # each has a bundle, this replica is not ready: it would answer 404 for a namespace whose
+        # policies it simply has not compiled yet.
+        self.expected: set[str] | None = None
+
+    def missing(self) -> list[str] | None:
+        """Namespaces still to compile before this replica is ready (None: not known yet)."""
+        if self.expected is None:
+            return None
+        return sorted(self.expected - set(self._bundles))
 
     def get(self, namespace: str) -> Bundle | None:
         return self._bundles.get(namespace)
@@ -38,6 +48,8 @@ class BundleStore:
 
     def remove(self, namespace: str) -> bool:
         removed = self._bundles.pop(namespace, None) is not None
+        if self.expected is not None:
+            self.expected.discard(namespace)  # gone: nothing to wait for
         if removed:
             self._notify(namespace)
         return removed

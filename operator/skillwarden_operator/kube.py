@@ -29,6 +29,10 @@ class Kube:
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
 
+    def namespaces_with_policies(self) -> set[str]:
+        listed: Any = self._objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return {item["metadata"]["namespace"] for item in listed.get("items", [])}
+
     def namespace_state(self, namespace: str) -> str:
         """"active", "terminating" or "gone"."""
         try:

@@ -74,6 +74,7 @@ async def serve(config: OperatorConfig, args: argparse.Namespace | None = None,
             if install is not None:
                 install(args, settings, memo)
         app = bundle_service.build_app(state.store, state.metrics, config.max_long_poll_seconds)
+        expected = asyncio.create_task(_list_expected(state))
         async with bundle_service.serving(app, config.bundle_host, config.bundle_port):
             logging.getLogger("skillwarden.operator").info(
                 "bundle service on http://%s:%d/bundles/<namespace>.tar.gz", config.bundle_host,
@@ -82,6 +83,23 @@ async def serve(config: OperatorConfig, args: argparse.Namespace | None = None,
                 clusterwide=not config.namespaces, namespaces=list(config.namespaces), standalone=True,
                 settings=settings, memo=memo, stop_flag=stop_flag,
             )
+        expected.cancel()
+
+
+async def _list_expected(state: OperatorState) -> None:
+    """Which namespaces must be compiled before this replica is ready (retried until the API
+    server answers)."""
+    log = logging.getLogger("skillwarden.operator")
+    while True:
+        try:
+            found = await asyncio.to_thread(state.kube.namespaces_with_policies)
+        except Exception as error:  # API server not reachable yet: not ready, try again
+            log.warning("cannot list SkillPolicies yet: %s", error)
+            await asyncio.sleep(2)
+            continue
+        wanted = set(state.config.namespaces)
+        state.store.expected = found & wanted if wanted else found
+        return
 
 
 def _drop_admission_handlers() -> None:

@@ -158,7 +158,7 @@ def operators(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorFactory]:
                                   env={"KUBECONFIG": cluster.kubeconfig})
         started.append(running)
         url = f"http://127.0.0.1:{bundle_port}"
-        processes.wait_until("operator", lambda: http_get(f"{url}/healthz")[0] == 200, running, 30, "serving")
+        processes.wait_until("operator", lambda: http_get(f"{url}/readyz")[0] == 200, running, 60, "ready")
         if admission:
             admission_api = k8s.AdmissionregistrationV1Api(cluster.api)
 

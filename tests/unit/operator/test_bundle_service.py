@@ -112,6 +112,21 @@ async def test_unknown_and_malformed_namespaces(service: Any) -> None:
     assert gone.status == 404
 
 
+async def test_ready_only_once_every_listed_namespace_is_compiled(service: Any) -> None:
+    client, store, _ = service
+    starting = await client.get("/readyz")
+    assert starting.status == 503 and (await starting.json())["reason"] == "SkillPolicies not listed yet"
+    store.expected = {"finance", "support", "deleted-meanwhile"}
+    waiting = await client.get("/readyz")
+    assert waiting.status == 503
+    assert (await waiting.json())["not_compiled_yet"] == ["deleted-meanwhile", "support"]
+    store.put(build_bundle("support", []))
+    store.remove("deleted-meanwhile")
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert (await ready.json()) == {"status": "ready", "namespaces": ["finance", "support"]}
+
+
 async def test_health_and_metrics(service: Any) -> None:
     client, store, metrics = service
     bundle = store.get("finance")
