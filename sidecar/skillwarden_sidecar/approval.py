@@ -389,30 +389,29 @@ class ApprovalGate:
             return current
         except KubeUnavailable:
             # The API server went away mid-hold (restart): keep trying until the hold ends, then
-            # refuse; never assume the approval's state.
+            # refuse; never assume the approval's state. A freshly started API server may answer
+            # 403/404 for a moment (authorizer caches, CRDs not served yet): retried too — reads only.
+            last = "no answer"
             while time.monotonic() < ends:
                 await asyncio.sleep(min(_RETRY_PAUSE_S, max(0.0, ends - time.monotonic())))
                 try:
                     return await self._client.get(namespace, name)
-                except KubeUnavailable:
-                    continue
+                except KubeUnavailable as error:
+                    last = str(error)
                 except KubeNotFound as error:
-                    if error.name != name:
-                        continue  # the resource type is not served yet (API server starting up)
-                    raise refusal(
-                        "approval_deleted",
-                        f"approval {name} was deleted while the request waited; nothing was forwarded",
-                        self._view(current),
-                    ) from error
+                    if error.name == name:
+                        raise refusal(
+                            "approval_deleted",
+                            f"approval {name} was deleted while the request waited; nothing was forwarded",
+                            self._view(current),
+                        ) from error
+                    last = error.message  # the resource type is not served yet
                 except KubeRefused as error:
-                    raise refusal(
-                        "approval_unavailable",
-                        f"cannot read approval {name}: {error.message}",
-                        self._view(current),
-                    ) from error
+                    last = error.message
             raise refusal(
                 "approval_unavailable",
-                f"lost the Kubernetes API while waiting for approval {name}; nothing was forwarded",
+                f"lost the Kubernetes API while waiting for approval {name} (last: {last}); "
+                "nothing was forwarded",
                 self._view(current),
                 status=503,
             ) from None

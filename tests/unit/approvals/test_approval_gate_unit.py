@@ -298,3 +298,31 @@ async def test_every_failure_while_reconnecting_becomes_a_clear_refusal(after: E
     with pytest.raises(Rejection) as raised:
         await gate(FlakyWatchClient(after)).gate(exchange(hold=1))
     assert raised.value.cause == cause
+    if cause == "approval_unavailable":
+        assert str(after) in raised.value.message and raised.value.status == 503
+
+
+async def test_transient_refusals_after_a_restart_are_retried_until_the_approval_is_seen() -> None:
+    """A restarted API server answers 403/404 for a moment; then the approved object comes back."""
+
+    class Recovering(FlakyWatchClient):
+        def __init__(self) -> None:
+            super().__init__(KubeUnavailable("unused"))
+            self.answers: list[Any] = [
+                KubeUnavailable("down"),
+                KubeRefused(403, "forbidden"),
+                KubeNotFound(404, "the server could not find the requested resource"),
+            ]
+
+        async def get(self, namespace: str, name: str) -> dict[str, Any]:
+            if self.answers:
+                raise self.answers.pop(0)
+            assert self.current is not None
+            approved = {**self.current, "status": {"state": "Approved"}}
+            self.patched = {**approved, "status": {"state": "Used"}}
+            return approved
+
+    client = Recovering()
+    ex = exchange(hold=5)
+    await gate(client).gate(ex)
+    assert ex.approval.state == "Approved" and client.answers == []
