@@ -32,7 +32,11 @@ METRIC_NAMES: frozenset[str] = frozenset({
     ERRORS_TOTAL, MASKED_ENTITIES_TOTAL, APPROVALS_TOTAL, APPROVAL_WAIT_SECONDS,
 })
 
-_LABEL_SAFE = re2.compile(r"^[A-Za-z0-9._:@+-]{1,64}$")
+# Label values come from what a tenant sends (model, skill ids in bodies and paths): an identifier
+# starts with a letter and carries no '@' (e-mail) and fewer than 9 digits (SSN, phone, card), so
+# personal data put there by a caller is counted as "other", never exported.
+_LABEL_SAFE = re2.compile(r"^[A-Za-z][A-Za-z0-9._:+-]{0,63}$")
+_MAX_LABEL_DIGITS = 8
 _MODEL_SNAPSHOT = re2.compile(r"-(?:[0-9]{8}|latest)$")
 
 
@@ -51,7 +55,8 @@ class BoundedLabel:
     def __call__(self, value: str) -> str:
         if value in self._seen:
             return value
-        if not value or not _LABEL_SAFE.match(value) or len(self._seen) >= self._limit:
+        if not value or not _LABEL_SAFE.match(value) or len(self._seen) >= self._limit or \
+                sum(c.isdigit() for c in value) > _MAX_LABEL_DIGITS:
             return "other" if value else "none"
         self._seen.add(value)
         return value

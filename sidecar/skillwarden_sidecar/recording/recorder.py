@@ -294,12 +294,13 @@ class Recorder:
 
     async def _seal(self) -> None:
         """Caller holds the io lock."""
-        opened = self._writer.opened_at
+        opened, size = self._writer.opened_at, self._writer.open_bytes
         sealed = await asyncio.to_thread(self._writer.seal)
         if sealed is not None:
             self._sealed_since_digest.append(sealed)
-            path = self._writer.directory / sealed.name
-            self._shipper.note_pending(path, path.stat().st_size, opened)
+            # The shipper scans the spool on its own and may already have shipped and unlinked the
+            # sealed file: use the size the writer wrote (a stat here raised and broke the recorder).
+            self._shipper.note_pending(self._writer.directory / sealed.name, size, opened)
 
     # -- background: segment rotation, digests, gauges -------------------------------------------------
     async def _tick(self) -> None:
