@@ -44,6 +44,8 @@ class Shipper:
     # -- state the recorder reads for admission --------------------------------------------------
     def note_pending(self, path: Path, size: int, first_time: datetime | None) -> None:
         """A file this process just sealed or signed: no need to re-validate it before upload."""
+        if not path.exists():
+            return  # the shipper's own scan already found and shipped it
         with self._lock:
             self._pending[path] = (size, first_time)
             self._written_here.add(path)
@@ -108,6 +110,7 @@ class Shipper:
             work.append((stream, directory, files))
         with self._lock:
             self._pending = fresh
+            self._written_here &= set(fresh)
         return work
 
     def ship_pass(self) -> None:
