@@ -19,6 +19,7 @@ from skillwarden_devstack.processes import Running
 APP = Path(__file__).parent / "injection_webhook_app.py"
 SYSTEM_NAMESPACE = "skillwarden-system"
 TLS_SECRET = "injection-test-tls"
+OWN_INJECTOR_LABEL = "skillwarden.io/test-own-injector"
 MWC_NAME = "skillwarden-injection-test"
 S3_SECRET = "skillwarden-s3"
 BUNDLE_URL = "http://127.0.0.1:1"  # replaced per test where OPA must really load a bundle
@@ -76,14 +77,18 @@ def mutating_configuration(url: str, ca_bundle: bytes | None) -> dict[str, Any]:
                     }
                 ],
                 "objectSelector": {"matchLabels": {"skillwarden.io/inject": "true"}},
+                # Namespaces of tests that bring their own injector (the operator process) are left
+                # to it: two injectors on one pod would each rebuild the sidecar their own way.
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": OWN_INJECTOR_LABEL, "operator": "DoesNotExist"}]},
             }
         ],
     }
 
 
-def ensure_namespace(api: k8s.ApiClient, name: str) -> None:
+def ensure_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str] | None = None) -> None:
     try:
-        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": labels or {}}})
     except k8s.ApiException as error:
         if error.status != 409:
             raise

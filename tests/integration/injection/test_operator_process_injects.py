@@ -17,7 +17,7 @@ from typing import Any
 import anthropic
 import pytest
 import yaml
-from injection_support import ensure_namespace
+from injection_support import OWN_INJECTOR_LABEL, ensure_namespace
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -94,7 +94,7 @@ def test_operator_injects_and_serves_the_bundle_the_injected_pod_enforces(
         operator: tuple[k8s.ApiClient, str], stack: dict[str, Any], tmp_path: Path) -> None:
     api, bundle_url = operator
     namespace = f"inj-op-{uuid.uuid4().hex[:6]}"
-    ensure_namespace(api, namespace)
+    ensure_namespace(api, namespace, {OWN_INJECTOR_LABEL: "operator"})
     core = k8s.CoreV1Api(api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "report-bot"}})
     core.create_namespaced_secret(namespace, {"metadata": {"name": "anthropic-api-key"},
