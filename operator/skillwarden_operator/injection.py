@@ -532,11 +532,11 @@ def _check_pod(pod: dict[str, Any], options: PodOptions, settings: InjectionSett
                 raise InjectionDenied(f"spec.volumes: volume name {volume['name']!r} is reserved for the "
                                       "injected sidecar; rename the volume")
 
-    for field in ("shareProcessNamespace", "hostPID"):
-        if spec.get(field) is True:
+    for shared in ("shareProcessNamespace", "hostPID"):
+        if spec.get(shared) is True:
             # A shared PID namespace lets an app container running as the sidecar's user read the
             # provider key through /proc/<sidecar>/root and /proc/<sidecar>/environ.
-            raise InjectionDenied(f"spec.{field}: true would let the app containers read the sidecar's "
+            raise InjectionDenied(f"spec.{shared}: true would let the app containers read the sidecar's "
                                   "provider key through /proc; not allowed for a governed pod")
     ports = {**settings.ports(), "sidecar proxy": options.port}
     if len(set(ports.values())) != len(ports):

@@ -236,7 +236,7 @@ def injected_variants(text: str) -> list[dict[str, Any]]:
         target: Any = policy
         for step in path[:-1]:
             target = target[step]
-        target[path[-1]] = text if path[-1] != "serviceAccounts" else text
+        target[path[-1]] = text
         out.append(policy)
     extra = base_policy()
     extra["spec"]["rules"].append(
