@@ -502,8 +502,9 @@ def session(result: DemoResult, upstream: FakeUpstream, document: dict[str, Any]
 
 
 def _s3_args(s3: dict[str, str]) -> list[str]:
-    return ["--endpoint", s3["endpoint"], "--bucket", s3["bucket"], "--access-key", s3["access_key"],
-            "--secret-key", s3["secret_key"]]
+    # `--flag=value`: a random secret may start with "-", which argparse would take for a flag.
+    return [f"--endpoint={s3['endpoint']}", f"--bucket={s3['bucket']}", f"--access-key={s3['access_key']}",
+            f"--secret-key={s3['secret_key']}"]
 
 
 def _approved_exchange(s3: dict[str, str]) -> str:
