@@ -538,6 +538,11 @@ def _check_pod(pod: dict[str, Any], options: PodOptions, settings: InjectionSett
             # provider key through /proc/<sidecar>/root and /proc/<sidecar>/environ.
             raise InjectionDenied(f"spec.{shared}: true would let the app containers read the sidecar's "
                                   "provider key through /proc; not allowed for a governed pod")
+    if spec.get("hostNetwork") is True:
+        # The sidecar's and OPA's loopback listeners would be the node's: any process there could
+        # call Claude as this workload, and the fixed ports would collide between pods.
+        raise InjectionDenied("spec.hostNetwork: true would put the sidecar's 127.0.0.1 listener on the "
+                              "node, usable by every process there; not allowed for a governed pod")
     ports = {**settings.ports(), "sidecar proxy": options.port}
     if len(set(ports.values())) != len(ports):
         used = ", ".join(f"{k} {v}" for k, v in settings.ports().items())

@@ -75,6 +75,7 @@ def test_label_or_annotation_alone_opts_in(source: str) -> None:
     ({}, {"containers": [{"name": "opa", "image": "openpolicyagent/opa"}]}, "name 'opa' is reserved"),
     ({}, {"volumes": [{"name": "skillwarden-spool", "emptyDir": {}}]},
      "volume name 'skillwarden-spool' is reserved"),
+    ({}, {"hostNetwork": True}, "spec.hostNetwork: true would put the sidecar's 127.0.0.1 listener"),
     ({}, {"containers": []}, "the pod has no containers"),
     ({}, {"containers": "app"}, "spec.containers must be a list of containers with names"),
     ({}, {"containers": [{"image": "x"}]}, "spec.containers must be a list of containers with names"),
