@@ -53,7 +53,8 @@ def mask_json(
                  for i, item in enumerate(value)]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     if isinstance(value, dict):
-        opaque = not free and value.get("type") in _OPAQUE_TYPES
+        kind = value.get("type")  # any JSON value: a list or object here is not hashable
+        opaque = not free and isinstance(kind, str) and kind in _OPAQUE_TYPES
         changed = False
         out: dict[str, Any] = {}
         for key, item in value.items():
