@@ -84,6 +84,14 @@ def _settings(memo: Mapping[str, Any]) -> injection.InjectionSettings:
     return injection.load_settings(os.environ)  # registered without install() (a bare `kopf run`)
 
 
+def _namespace_without_policies(memo: Mapping[str, Any], namespace: str | None) -> bool:
+    """True only when this replica has listed every namespace's policies and this one has none."""
+    store = getattr(memo.get("state"), "store", None)
+    if store is None or namespace is None or getattr(store, "expected", None) is None:
+        return False
+    return store.get(namespace) is None and namespace not in store.expected
+
+
 def _count(memo: Mapping[str, Any], namespace: str | None, result: str, reason: str) -> None:
     """`skillwarden_injections_total{namespace,result,reason}` on the operator's metrics."""
     metrics = getattr(memo.get("state"), "metrics", None)
@@ -188,6 +196,9 @@ async def inject_pod(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, header
         return
 
     desired, ops = outcome.pod, outcome.patch
+    if _namespace_without_policies(memo, namespace):
+        warnings.append(f"skillwarden: namespace {namespace} has no SkillPolicy yet; the sidecar denies "
+                        "every call (default deny) until one is applied")
 
     def become_injected(raw: Any) -> None:
         raw.clear()

@@ -13,6 +13,8 @@ import pytest
 from kopf._cogs.structs import patches
 
 from skillwarden_operator import injection, injection_handlers
+from skillwarden_operator.bundle import build_bundle
+from skillwarden_operator.bundle_store import BundleStore
 from skillwarden_operator.metrics import INJECTIONS_TOTAL, OperatorMetrics
 from skillwarden_operator.webhook_certs import NAMESPACE_HEADER
 
@@ -25,10 +27,11 @@ class Events:
         self.posted.append((target["metadata"]["name"], kind, reason))
 
 
-def call(pod: dict[str, Any], namespace: str | None, dryrun: bool = False) -> dict[str, Any]:
+def call(pod: dict[str, Any], namespace: str | None, dryrun: bool = False,
+         store: BundleStore | None = None) -> dict[str, Any]:
     metrics = OperatorMetrics()
     events = Events()
-    memo = kopf.Memo(state=types.SimpleNamespace(metrics=metrics))
+    memo = kopf.Memo(state=types.SimpleNamespace(metrics=metrics, store=store or BundleStore()))
     memo[injection_handlers.SETTINGS_MEMO_KEY] = injection.InjectionSettings()
     memo[injection_handlers.EVENTS_MEMO_KEY] = events
     body = kopf.Body(pod)
@@ -100,3 +103,16 @@ def test_no_namespace_anywhere_is_denied() -> None:
     result = call(pod(owner=False), None)
     assert isinstance(result["error"], kopf.AdmissionError) and "namespace is unknown" in str(result["error"])
     assert result["events"] == []  # nothing to attach an event to
+
+
+def test_a_namespace_without_policies_gets_a_warning_once_the_replica_knows() -> None:
+    unknown = BundleStore()  # not listed yet: no claim either way
+    assert call(pod(), "finance", store=unknown)["warnings"] == []
+    listed = BundleStore()
+    listed.expected = set()
+    warned = call(pod(), "finance", store=listed)
+    assert warned["patch"] and warned["warnings"] == [
+        "skillwarden: namespace finance has no SkillPolicy yet; the sidecar denies every call (default deny) "
+        "until one is applied"]
+    listed.put(build_bundle("finance", []))
+    assert call(pod(), "finance", store=listed)["warnings"] == []
