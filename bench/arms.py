@@ -84,6 +84,14 @@ def memory_kib(pids: list[int], key: str) -> int:
     return total
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,10 +163,29 @@ class Arm:
                 proc.wait()
         self.procs.clear()
         self.labels.clear()
+        # SeaweedFS may sit on SIGTERM for a long time: escalate, never leave it behind.
         for pid in self.extra_pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_running(pid) for pid in self.extra_pids):
+            time.sleep(0.1)
+        for pid in self.extra_pids:
+            if _running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        for pid in self.extra_pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         self.extra_pids.clear()
+
+
+def _ready_or_stop(arm: Arm, url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    try:
+        wait_http(url, timeout, proc, log)
+    except BaseException:
+        arm.stop()
+        raise
 
 
 def direct(upstream: str) -> Arm:
@@ -172,7 +199,7 @@ def floor(upstream: str, work: Path) -> Arm:
     proc = arm.spawn([sys.executable, str(BENCH / "floor_proxy.py"), f"--port={port}",
                       f"--upstream={upstream}"], log)
     arm.url = f"http://127.0.0.1:{port}"
-    wait_http(arm.url + "/healthz", 20, proc, log)
+    _ready_or_stop(arm, arm.url + "/healthz", 20, proc, log)
     return arm
 
 
@@ -210,5 +237,5 @@ def litellm(upstream: str, work: Path, models: list[str]) -> Arm:
                       "--num_workers", "1"], log,
                      env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}, cwd=work)
     arm.url = f"http://127.0.0.1:{port}"
-    wait_http(arm.url + "/health/liveliness", 120, proc, log)
+    _ready_or_stop(arm, arm.url + "/health/liveliness", 120, proc, log)
     return arm

@@ -125,6 +125,14 @@ def stack_s3(work: Path) -> dict[str, Any]:
 
 def start(upstream: str, work: Path, rules: int = 10) -> arms_mod.Arm:
     arm = arms_mod.Arm("skillwarden")
+    try:
+        return _start(arm, upstream, work, rules)
+    except BaseException:
+        arm.stop()  # a half-started arm must not leave OPA, S3 or the sidecar behind
+        raise
+
+
+def _start(arm: arms_mod.Arm, upstream: str, work: Path, rules: int) -> arms_mod.Arm:
     opa_url = start_opa(arm, work, rules)
     token, jwks = caller_token(work)
     key_file = work / "provider-key"
