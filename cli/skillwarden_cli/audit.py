@@ -158,6 +158,7 @@ def render(request: dict[str, Any] | None, response: dict[str, Any] | None) -> s
         approval = r.get("approval")
         if approval:
             reviewers = ", ".join(f"{v.get('reviewer')}={v.get('decision')}"
+                                  + (f" ({v.get('reason')!r} at {v.get('time')})" if v.get("reason") else "")
                                   for v in approval.get("reviewers", []))
             lines.append(f"approval   {approval.get('name')} {approval.get('state')} by {reviewers or '-'}")
         lines += [f"params     {json.dumps(r.get('params'), sort_keys=True)}",

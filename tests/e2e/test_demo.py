@@ -50,7 +50,8 @@ def test_the_session_shows_every_promise(demo_run: tuple[demo.DemoResult, dict[s
     assert "****1111" in outcomes["stream"] and "4111" not in outcomes["stream"]
     assert outcomes["approved_reply"]
     # The record of the released request names the approval and who approved it.
-    assert outcomes["approval"] in outcomes["audit_show"] and "approver" in outcomes["audit_show"]
+    assert outcomes["approval"] in outcomes["audit_show"] and "approver=Approve" in outcomes["audit_show"]
+    assert "Quarterly audit export, ticket FIN-1042" in outcomes["audit_show"]
 
 
 def test_auditor_verify_passes_over_locked_records(demo_run: tuple[demo.DemoResult, dict[str, Any]]) -> None:
