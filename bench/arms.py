@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import load
+
 BENCH = Path(__file__).resolve().parent
 SUT_CORE = 1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -144,7 +146,7 @@ class Arm:
               cwd: Path | None = None) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            proc = subprocess.Popen(["taskset", "-c", str(SUT_CORE), *argv], stdout=out,
+            proc = subprocess.Popen([*load.pinned(SUT_CORE), *argv], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
         self.procs.append(proc)

@@ -247,7 +247,7 @@ def upstream_server(work: Path) -> Iterator[str]:
     port = arms_mod.free_port()
     log = work / "upstream.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen(["taskset", "-c", str(load.GENERATOR_CORE), sys.executable,
+        proc = subprocess.Popen([*load.pinned(load.GENERATOR_CORE), sys.executable,
                                  str(BENCH / "upstream.py"), f"--port={port}"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
