@@ -38,13 +38,17 @@ class SealedObject:
 
 def build_digest(key: Ed25519PrivateKey, *, stream: str, number: int, moment: datetime, last_seq: int,
                  last_hash: str, prev_digest_hash: str | None, objects: list[SealedObject],
-                 final: bool) -> tuple[bytes, str]:
+                 final: bool, retention: dict[str, Any] | None = None) -> tuple[bytes, str]:
     """Returns (canonical signed document, its SHA-256 — the next digest's `prev_digest`)."""
     document: dict[str, Any] = {
         "type": DIGEST_TYPE, "stream": stream, "n": number, "time": timestamp(moment),
         "last_seq": last_seq, "last_hash": last_hash, "prev_digest": prev_digest_hash,
         "objects": [o.as_dict() for o in objects], "final": final, "key_id": key_id(key.public_key()),
     }
+    if retention is not None:
+        # The stream's running maximum: how long the shipper locks this digest (verify re-derives
+        # the requirement from the entries and does not trust this field).
+        document["retention"] = retention
     document["signature"] = base64.b64encode(key.sign(canonical(document))).decode()
     data = canonical(document)
     return data, sha256_hex(data)

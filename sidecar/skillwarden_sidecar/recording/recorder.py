@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from skillwarden_sidecar.recording import layout
+from skillwarden_sidecar.recording import layout, retention
 from skillwarden_sidecar.recording.config import RecorderConfig, RecorderConfigError, RecordingUnavailable
 from skillwarden_sidecar.recording.digest import SealedObject, build_digest
 from skillwarden_sidecar.recording.entry import GENESIS_HASH, EncodedEntry, encode_entry, sha256_hex
@@ -64,6 +64,9 @@ class Recorder:
         self._sealed_since_digest: list[SealedObject] = []
         self._digest_number = 0
         self._digest_hash: str | None = None
+        # The longest/strictest retention any entry of this stream asked for: every digest is
+        # locked at least this long (it covers all earlier entries through the chain).
+        self._stream_retention = retention.Retention(config.lock_mode, config.retention_days)
         self._last_digest_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._last_warning = 0.0
@@ -248,6 +251,8 @@ class Recorder:
             raise RecordingUnavailable(f"spool hard limit: {pending} bytes not shipped "
                                        f"(bound {self.config.spool_hard_max_bytes}); record not written")
         moment = self.config.clock()
+        # Counted before it is durable: a digest may then be locked longer than needed, never shorter.
+        self._stream_retention = self._stream_retention.at_least(retention.declared(kind, record))
         self._seq += 1
         encoded = encode_entry(self.stream_id, self._seq, self._head, kind, moment, record)
         self._head = encoded.hash
@@ -336,7 +341,8 @@ class Recorder:
             data, digest_hash = build_digest(
                 self._key, stream=self.stream_id, number=number, moment=self.config.clock(),
                 last_seq=self._durable_seq, last_hash=self._durable_hash,
-                prev_digest_hash=self._digest_hash, objects=self._sealed_since_digest, final=final)
+                prev_digest_hash=self._digest_hash, objects=self._sealed_since_digest, final=final,
+                retention=self._stream_retention.as_dict())
             await asyncio.to_thread(self._writer.write_digest, number, data)
             self._digest_number, self._digest_hash = number, digest_hash
             self._sealed_since_digest = []
@@ -350,7 +356,8 @@ class Recorder:
     # -- introspection --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {"stream": self.stream_id, "key_id": self.key_id, "seq": self._durable_seq,
-                "digests": self._digest_number, "unavailable": self.unavailable_reason(),
+                "digests": self._digest_number, "retention": self._stream_retention.as_dict(),
+                "unavailable": self.unavailable_reason(),
                 "last_s3_error": self._shipper.last_error if self._started else None}
 
     async def wait_shipped(self, within_s: float) -> bool:

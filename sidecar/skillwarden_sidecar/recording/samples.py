@@ -11,7 +11,8 @@ DETECTOR_VERSION = "skillwarden-masking/1"
 def request_record(exchange_id: str, *, action: str = "allow", sub: str = "alice@example.com",
                    skill_id: str = "xlsx", prompt: str = "Summarise Q3 revenue for [EMAIL]",
                    masked: dict[str, int] | None = None, rule: str | None = None,
-                   approval: dict[str, Any] | None = None) -> dict[str, Any]:
+                   approval: dict[str, Any] | None = None,
+                   recording: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "exchange_id": exchange_id,
         "identity": {"kind": "oidc", "sub": sub, "iss": "https://idp.example.com",
@@ -25,7 +26,7 @@ def request_record(exchange_id: str, *, action: str = "allow", sub: str = "alice
         "params": {"max_tokens": 1024, "temperature": 0.2},
         "decision": {"action": action, "policy": "finance/finance-reporting", "rule": rule,
                      "reasons": [f"{action} by finance/finance-reporting"], "message": None,
-                     "bundle_revision": "sha256:" + "ab" * 32},
+                     "bundle_revision": "sha256:" + "ab" * 32, "recording": recording},
         "approval": approval,
         "masking": {"counts": masked or {}, "detector_version": DETECTOR_VERSION, "hmac_key_id": "k1"},
         "timings": {"received_at": "2026-11-24T06:00:00.000000Z", "policy_ms": 0.4, "masking_ms": 0.1},
@@ -33,7 +34,8 @@ def request_record(exchange_id: str, *, action: str = "allow", sub: str = "alice
 
 
 def response_record(exchange_id: str, *, outcome: str = "forwarded", status: int = 200,
-                    text: str = "Revenue grew 12% to [REDACTED]") -> dict[str, Any]:
+                    text: str = "Revenue grew 12% to [REDACTED]",
+                    recording: dict[str, Any] | None = None) -> dict[str, Any]:
     rejected = outcome != "forwarded"
     return {
         "exchange_id": exchange_id, "outcome": outcome, "status": status,
@@ -42,5 +44,6 @@ def response_record(exchange_id: str, *, outcome: str = "forwarded", status: int
                                            "content_types": ["text"]},
         "usage": None if rejected else {"input_tokens": 412, "output_tokens": 96},
         "masking": {"counts": {}, "detector_version": DETECTOR_VERSION, "hmac_key_id": "k1"},
+        "recording": recording,
         "timings": {"upstream_ms": None if rejected else 812.5, "total_ms": 3.1 if rejected else 815.0},
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from skillwarden_sidecar.recording import layout
+from skillwarden_sidecar.recording import layout, retention
 from skillwarden_sidecar.recording.config import RecorderConfig
 from skillwarden_sidecar.recording.metrics import RECORDS_FAILED, RECORDS_SHIPPED
 from skillwarden_sidecar.recording.s3store import ObjectConflict, error_code, put_immutable
@@ -139,11 +140,12 @@ class Shipper:
             return
         body = file.read_bytes()
         key = layout.object_key(self.config.prefix, stream, name)
+        lock = self.lock_for(parsed.kind, body)
         now = self.config.clock() + self.clock_offset
-        retain_until = now + timedelta(days=self.config.retention_days)
+        retain_until = now + timedelta(days=lock.days)
         content_type = "application/x-ndjson" if parsed.kind == "records" else "application/json"
         try:
-            result = put_immutable(self.client, self.config.bucket, key, body, self.config.lock_mode,
+            result = put_immutable(self.client, self.config.bucket, key, body, lock.mode,
                                    retain_until, content_type)
         except ObjectConflict as error:
             RECORDS_FAILED.labels(cause="conflict").inc()
@@ -158,6 +160,19 @@ class Shipper:
         self.shipped_objects += 1
         if parsed.kind == "records":
             RECORDS_SHIPPED.inc(parsed.last - parsed.first + 1)
+
+    def lock_for(self, kind: str, body: bytes) -> retention.Retention:
+        """A segment: the longest/strictest its entries' decisions asked for; a digest: the stream's
+        running maximum it names (it must outlive the records it covers). Never below the
+        configured floor. Read from the bytes, so a segment recovered after a crash gets the same."""
+        floor = retention.Retention(self.config.lock_mode, self.config.retention_days)
+        if kind == "records":
+            return retention.combine(floor, retention.of_segment(body))
+        try:
+            document: Any = json.loads(body)
+        except ValueError:
+            document = None
+        return floor.at_least(retention.of_digest(document))
 
     def _forget(self, file: Path) -> None:
         with self._lock:

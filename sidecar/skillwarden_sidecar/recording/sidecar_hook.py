@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skillwarden_sidecar.recording import retention
 from skillwarden_sidecar.recording.config import RecorderConfig
 from skillwarden_sidecar.recording.recorder import Recorder
 
@@ -147,6 +148,8 @@ class RecordingHook:
                     [rejection.message] if rejection else []),
                 "message": decision.message if decision else None,
                 "bundle_revision": decision.bundle_revision if decision else None,
+                # What the policy asked for this record's lock (the shipper honours it).
+                "recording": retention.from_policy(decision.recording) if decision else None,
             },
             "approval": approval_record(exchange.approval),
             "masking": self._masking(view),
@@ -183,6 +186,8 @@ class RecordingHook:
         return {
             "exchange_id": exchange.request_id, "outcome": outcome, "status": int(status), "error": error,
             "response": response, "usage": exchange.usage, "masking": self._masking(view),
+            # Repeated here: the response may land in another segment than its request.
+            "recording": retention.from_policy(exchange.decision.recording) if exchange.decision else None,
             "timings": {"upstream_ttft_ms": _ms(timings.upstream_ttft_s),
                         "upstream_ms": _ms(timings.upstream_s), "total_ms": _ms(timings.total_s)},
         }

@@ -14,6 +14,7 @@ Exit status: 0 ok, 1 integrity finding, 2 gap finding (and no integrity finding)
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections import defaultdict
@@ -25,7 +26,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from skillwarden_sidecar.recording import layout
+from skillwarden_sidecar.recording import layout, retention
 from skillwarden_sidecar.recording.digest import DIGEST_TYPE, signature_valid
 from skillwarden_sidecar.recording.entry import GENESIS_HASH, MalformedEntry, decode_line, sha256_hex
 from skillwarden_sidecar.recording.s3store import error_code
@@ -44,6 +45,7 @@ SEVERITY = {
     "unsealed_tail": INFO, "unexpected_object": INFO,
 }
 EXIT_OK, EXIT_INTEGRITY, EXIT_GAP, EXIT_CONFIG = 0, 1, 2, 3
+_NOTHING = retention.Retention("", 0)
 RETENTION_TOLERANCE = timedelta(hours=1)
 
 
@@ -125,6 +127,9 @@ class Verifier:
         self.findings: list[Finding] = []
         self.streams: dict[str, dict[str, Any]] = {}
         self._vanished: set[str] = set()
+        # Object key -> the retention its entries' decisions asked for (for a digest: every entry
+        # it covers). Re-derived from the entries; never read from the digest's own field.
+        self._declared: dict[str, retention.Retention] = {}
 
     def add(self, code: str, message: str, **where: Any) -> None:
         self.findings.append(Finding(code, message, **where))
@@ -234,6 +239,8 @@ class Verifier:
                     self.add("wrong_stream", f"entry {seq} names stream {decoded.entry['stream']}",
                              stream=stream, key=key, seq=seq)
                 entries.setdefault(seq, (decoded.stored_hash, str(decoded.entry["prev"]), decoded.entry))
+                self._declare(key, retention.declared(str(decoded.entry["kind"]),
+                                                      decoded.entry.get("record")))
             expected = list(range(parsed.first, parsed.last + 1))
             if seqs != expected:
                 if sorted(seqs) == expected:
@@ -321,8 +328,18 @@ class Verifier:
             if expected_prev is not None and prev != expected_prev:
                 self.add("chain_broken", f"entry {seq} does not link to entry {seq - 1}", stream=stream,
                          seq=seq)
+        seqs = sorted(entries)
+        running, through = _NOTHING, []  # through[i]: what entries seqs[0..i] asked for
+        for seq in seqs:
+            entry = entries[seq][2]
+            running = running.at_least(retention.declared(str(entry["kind"]), entry.get("record")))
+            through.append(running)
         for document in digests:
             last = int(document["last_seq"])
+            covered = bisect.bisect_right(seqs, last)
+            if covered:
+                self._declare(layout.object_key(self.prefix, stream, layout.digest_name(int(document["n"]))),
+                              through[covered - 1])
             if last in entries and entries[last][0] != document.get("last_hash"):
                 self.add("digest_mismatch", f"digest {document['n']} signs a different hash for entry {last}",
                          stream=stream, seq=last)
@@ -342,6 +359,9 @@ class Verifier:
         start = entries.get(1)
         info["prev_stream"] = start[2].get("record", {}).get("prev_stream") if start else None
         self.streams[stream] = info
+
+    def _declare(self, key: str, wanted: retention.Retention | None) -> None:
+        self._declared[key] = self._declared.get(key, _NOTHING).at_least(wanted)
 
     def _verify_links(self, streams: dict[str, StreamState], hashes: dict[str, dict[int, str]]) -> None:
         for stream, info in self.streams.items():
@@ -369,14 +389,25 @@ class Verifier:
         if not lock.get("mode") or not lock.get("until"):
             self.add("retention_missing", "object version has no Object Lock retention", **where)
             return
-        if lock["mode"] != self.expected_mode:
-            self.add("retention_mode", f"locked in {lock['mode']}, expected {self.expected_mode}", **where)
+        declared = self._declared.get(version.key, _NOTHING)
+        strength = retention.MODE_STRENGTH.get(str(lock["mode"]), 0)
+        # Stricter than asked is fine: a segment holding a COMPLIANCE record is COMPLIANCE-locked
+        # even where --mode GOVERNANCE is the bucket-wide minimum.
+        if strength < retention.MODE_STRENGTH[self.expected_mode]:
+            self.add("retention_mode", f"locked in {lock['mode']}, expected at least {self.expected_mode}",
+                     **where)
+        elif strength < retention.MODE_STRENGTH.get(declared.mode, 0):
+            self.add("retention_mode", f"locked in {lock['mode']}, but its records' policy decisions "
+                     f"declared {declared.mode}", **where)
         until: datetime = lock["until"]
-        if self.retention_days is not None:
-            wanted = version.last_modified + timedelta(days=self.retention_days) - RETENTION_TOLERANCE
+        days, source = self.retention_days or 0, "--retention-days"
+        if declared.days > days:
+            days, source = declared.days, "its records' policy decisions"
+        if days:
+            wanted = version.last_modified + timedelta(days=days) - RETENTION_TOLERANCE
             if until < wanted:
-                self.add("retention_short", f"retained until {until.isoformat()}, expected at least "
-                         f"{self.retention_days} days after {version.last_modified.isoformat()}", **where)
+                self.add("retention_short", f"retained until {until.isoformat()}, but {source} require at "
+                         f"least {days} days after {version.last_modified.isoformat()}", **where)
         elif until <= version.last_modified:
             self.add("retention_short", "retain-until is not after the write time", **where)
 
