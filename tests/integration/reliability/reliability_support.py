@@ -285,3 +285,53 @@ def verify(stack: dict[str, Any], prefix: str, spool: Path) -> tuple[int, str]:
 
 
 SidecarStarter = Callable[..., contextlib.AbstractAsyncContextManager[CliSidecar]]
+
+
+class FlakyProxy:
+    """A loopback TCP relay in front of SeaweedFS's S3 port that can be taken down (connections
+    refused, open ones cut) and slowed (a delay per relayed chunk), so S3 can flap and crawl for
+    one sidecar without disturbing the shared stack."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.delay = 0.0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def down(self) -> None:
+        if self.server is None:
+            return
+        self.server.close()
+        for writer in list(self.writers):
+            writer.close()
+        self.writers.clear()
+        await self.server.wait_closed()
+        self.server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from reliability_support import (
     MODEL,
     CliSidecar,
+    FlakyProxy,
     SidecarStarter,
     record_entries,
     stored_objects,
@@ -224,3 +226,64 @@ async def test_spool_disk_full_refuses_requests_and_forwards_nothing(
                     assert ready.status == 503 and "No space left" in str((await ready.json())["recording"])
             with contextlib.suppress(Exception):
                 await sidecar.stop()
+
+
+async def test_s3_flapping_and_slow_loses_nothing(
+    stack: dict[str, Any],
+    cli_sidecar: SidecarStarter,
+    fake: tuple[FakeClaude, str],
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    upstream, _ = fake
+    proxy = FlakyProxy(int(stack["s3"]["endpoint"].rsplit(":", 1)[1]))
+    await proxy.up()
+    sent: list[str] = []
+    failures: list[str] = []
+    try:
+        # Outages shorter than the unshipped-age bound (60 s) are absorbed by the spool.
+        async with cli_sidecar(
+            AWS_ENDPOINT_URL=proxy.url, SKILLWARDEN_RECORDS_MAX_UNSHIPPED_AGE="60"
+        ) as sidecar:
+            sdk = anthropic.AsyncAnthropic(
+                base_url=sidecar.url, api_key="placeholder", max_retries=0, timeout=30
+            )
+            deadline = time.monotonic() + 12
+
+            async def client(number: int) -> None:
+                count = 0
+                while time.monotonic() < deadline:
+                    prompt = f"client {number} request {count}"
+                    count += 1
+                    sent.append(prompt)
+                    try:
+                        async with sdk.messages.stream(
+                            model=MODEL, max_tokens=32, messages=[{"role": "user", "content": prompt}]
+                        ) as stream:
+                            await stream.get_final_message()
+                    except anthropic.APIError as error:
+                        failures.append(f"{prompt}: {error}")
+
+            async def flap() -> None:
+                while time.monotonic() < deadline:
+                    await proxy.down()
+                    await asyncio.sleep(1.5)
+                    await proxy.up()
+                    proxy.delay = 0.2  # and slow while up
+                    await asyncio.sleep(1.5)
+                proxy.delay = 0.0
+
+            await asyncio.gather(flap(), *(client(n) for n in range(8)))
+            if proxy.server is None:
+                await proxy.up()
+            await sdk.close()
+            assert await sidecar.stop() == 0, sidecar.log.read_text()[-3000:]
+    finally:
+        await proxy.down()
+    assert not failures, failures[:3]
+    assert len(upstream.received) == len(sent) >= 16
+    code, output = await asyncio.to_thread(verify, stack, prefix, tmp_path / "spool")
+    assert code == 0, output[-3000:]
+    stored = await asyncio.to_thread(exchanges, stack, prefix)
+    recorded = {p["request"]["prompt"]["text"] for p in stored.values() if "request" in p and "response" in p}
+    assert set(sent) <= recorded, len(set(sent) - recorded)
