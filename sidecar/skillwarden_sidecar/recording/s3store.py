@@ -140,3 +140,28 @@ def put_immutable(client: Any, bucket: str, key: str, body: bytes, mode: str, re
     if hashlib.sha256(data).digest() != hashlib.sha256(body).digest():
         raise ObjectConflict(f"s3://{bucket}/{key} already exists with different content")
     return PutResult(False, server_time(existing))
+
+
+def extend_retention(client: Any, bucket: str, key: str, mode: str, needed: datetime,
+                     target: datetime) -> datetime:
+    """Make an object's lock last at least until `needed` in at least `mode` (extending it to
+    `target` when it does not); returns the retain-until it now has. S3 refuses to shorten a lock
+    or weaken its mode, so the current one is read first and only ever raised."""
+    current = client.get_object_retention(Bucket=bucket, Key=key).get("Retention", {})
+    until: datetime | None = current.get("RetainUntilDate")
+    current_mode = str(current.get("Mode", ""))
+    strong_enough = _MODE_STRENGTH.get(current_mode, 0) >= _MODE_STRENGTH.get(mode, 0)
+    if until is not None and until >= needed and strong_enough:
+        return until
+    new_until = max(target, until) if until is not None else target
+    try:
+        client.put_object_retention(Bucket=bucket, Key=key, Retention={
+            "Mode": current_mode if strong_enough else mode, "RetainUntilDate": new_until})
+    except ClientError:
+        if strong_enough or not current_mode:
+            raise
+        # Raising GOVERNANCE to COMPLIANCE needs the governance bypass permission (SeaweedFS
+        # refuses it outright): keep the mode, still lengthen the date.
+        client.put_object_retention(Bucket=bucket, Key=key, Retention={
+            "Mode": current_mode, "RetainUntilDate": new_until})
+    return new_until

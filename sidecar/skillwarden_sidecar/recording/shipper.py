@@ -20,10 +20,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from skillwarden_sidecar.recording import layout, retention
 from skillwarden_sidecar.recording.config import RecorderConfig
 from skillwarden_sidecar.recording.metrics import RECORDS_FAILED, RECORDS_SHIPPED
-from skillwarden_sidecar.recording.s3store import ObjectConflict, error_code, put_immutable
+from skillwarden_sidecar.recording.s3store import ObjectConflict, error_code, extend_retention, put_immutable
 from skillwarden_sidecar.recording.spool import Spool, check_sealed_file, first_entry_time, fsync_dir
 
 log = logging.getLogger("skillwarden.recording")
+
+KEY_LOCK_MARGIN = timedelta(days=1)
+
+
+def _is_key_id(value: Any) -> bool:
+    # Our own format (keys.key_id): "ed25519-" + 16 hex digits; anything else names no object.
+    return isinstance(value, str) and value.startswith("ed25519-") and len(value) == 24 and all(
+        c in "0123456789abcdef" for c in value[8:])
 
 
 class Shipper:
@@ -33,6 +41,9 @@ class Shipper:
         self.config = config
         self.clock_offset = clock_offset
         self.live_stream = ""
+        # Public key object -> the retain-until it is known to have (read at the first digest
+        # signed by it): each key stays locked at least as long as the digests it verifies.
+        self._key_until: dict[str, datetime] = {}
         self.last_error: str | None = None
         self.shipped_objects = 0
         self._lock = threading.Lock()
@@ -140,7 +151,7 @@ class Shipper:
             return
         body = file.read_bytes()
         key = layout.object_key(self.config.prefix, stream, name)
-        lock = self.lock_for(parsed.kind, body)
+        lock, signer = self.lock_for(parsed.kind, body)
         now = self.config.clock() + self.clock_offset
         retain_until = now + timedelta(days=lock.days)
         content_type = "application/x-ndjson" if parsed.kind == "records" else "application/json"
@@ -154,6 +165,8 @@ class Shipper:
             return
         if result.server_now is not None:
             self.clock_offset = result.server_now - self.config.clock()
+        if signer is not None and (signer not in self._key_until or retain_until > self._key_until[signer]):
+            self._extend_key_lock(signer, lock, retain_until)
         os.unlink(file)
         fsync_dir(file.parent)
         self._forget(file)
@@ -161,18 +174,35 @@ class Shipper:
         if parsed.kind == "records":
             RECORDS_SHIPPED.inc(parsed.last - parsed.first + 1)
 
-    def lock_for(self, kind: str, body: bytes) -> retention.Retention:
+    def lock_for(self, kind: str, body: bytes) -> tuple[retention.Retention, str | None]:
         """A segment: the longest/strictest its entries' decisions asked for; a digest: the stream's
         running maximum it names (it must outlive the records it covers). Never below the
-        configured floor. Read from the bytes, so a segment recovered after a crash gets the same."""
+        configured floor. Read from the bytes, so a segment recovered after a crash gets the same.
+        Also returns the key object that verifies a digest (None for a segment)."""
         floor = retention.Retention(self.config.lock_mode, self.config.retention_days)
         if kind == "records":
-            return retention.combine(floor, retention.of_segment(body))
+            return retention.combine(floor, retention.of_segment(body)), None
         try:
             document: Any = json.loads(body)
         except ValueError:
             document = None
-        return floor.at_least(retention.of_digest(document))
+        signer = document.get("key_id") if isinstance(document, dict) else None
+        key = self.config.prefix + layout.key_name(str(signer)) if _is_key_id(signer) else None
+        return floor.at_least(retention.of_digest(document)), key
+
+    def _extend_key_lock(self, key: str, lock: retention.Retention, retain_until: datetime) -> None:
+        """A digest outliving the public key that verifies it would be unverifiable from the bucket
+        alone. Object Lock only lets retention grow, so this can never shorten the key's lock."""
+        # Overshoot, so the key is touched about once a day rather than after every digest.
+        target = retain_until + KEY_LOCK_MARGIN
+        try:
+            self._key_until[key] = extend_retention(self.client, self.config.bucket, key, lock.mode,
+                                                    retain_until, target)
+        except (ClientError, BotoCoreError) as error:
+            # Not a record: a failure here must not hold back shipping; verify reports the key.
+            log.warning("recording: could not extend the lock of s3://%s/%s to %s: %s", self.config.bucket,
+                        key, retain_until.isoformat(), error)
+            return
 
     def _forget(self, file: Path) -> None:
         with self._lock:

@@ -130,6 +130,8 @@ class Verifier:
         # Object key -> the retention its entries' decisions asked for (for a digest: every entry
         # it covers). Re-derived from the entries; never read from the digest's own field.
         self._declared: dict[str, retention.Retention] = {}
+        # Public key object -> the latest retain-until of a digest it verifies (it must last as long).
+        self._key_needed: dict[str, tuple[datetime, str]] = {}
 
     def add(self, code: str, message: str, **where: Any) -> None:
         self.findings.append(Finding(code, message, **where))
@@ -255,6 +257,16 @@ class Verifier:
             self.add("object_missing", "a signed digest lists this object but the bucket does not have it",
                      stream=stream, key=layout.object_key(self.prefix, stream, name))
         self._verify_chain(stream, entries, digests)
+        for document in digests:
+            number, signer = int(document["n"]), document.get("key_id")
+            wanted = self._declared.get(layout.object_key(self.prefix, stream, layout.digest_name(number)))
+            if not wanted or not wanted.days or not isinstance(signer, str) or number not in state.digests:
+                continue
+            written = min(v.last_modified for v in state.digests[number])
+            needed = written + timedelta(days=wanted.days)
+            key = self.prefix + layout.key_name(signer)
+            if key not in self._key_needed or needed > self._key_needed[key][0]:
+                self._key_needed[key] = (needed, f"digest {number} of {stream}")
         return digest_hashes
 
     @staticmethod
@@ -410,6 +422,12 @@ class Verifier:
                          f"least {days} days after {version.last_modified.isoformat()}", **where)
         elif until <= version.last_modified:
             self.add("retention_short", "retain-until is not after the write time", **where)
+        if version.key in self._key_needed:
+            needed, by = self._key_needed[version.key]
+            if until < needed - RETENTION_TOLERANCE:
+                self.add("retention_short", f"public key retained until {until.isoformat()}, but {by} "
+                         f"it verifies must be kept (per its records' policy decisions) until "
+                         f"{needed.isoformat()}", **where)
 
     def report(self, objects: int) -> dict[str, Any]:
         severities = {f.severity for f in self.findings}

@@ -1,7 +1,8 @@
 """Object Lock as the SkillPolicy declares it, against the real SeaweedFS bucket: each shipped
 object is locked for the longest retention (and the strictest mode) its own records' decisions
-asked for, never below the recorder's configured floor; digests for the stream's running maximum;
-and `audit verify --check-retention` proves it — or flags an object retained for less."""
+asked for, never below the recorder's configured floor; digests for the stream's running maximum,
+the public key at least as long as its digests; and `audit verify --check-retention` proves it —
+or flags an object retained for less."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ async def test_each_object_is_locked_as_its_records_policies_declared(
     first, final = (lock_of(client, s3, key) for key in digests)
     assert first[0] == "GOVERNANCE" and near(first[1], started, 30)
     assert final[0] == "COMPLIANCE" and near(final[1], started, 400)
+    # The public key that verifies the digests was published for the 1-day floor; it is extended
+    # (never shortened) to outlive the 400-day digest.
+    (key_object,) = object_keys(client, s3, config.prefix, "keys")
+    assert lock_of(client, s3, key_object)[1] >= final[1]
 
     code, report = verify_cli(s3, config.prefix, public_key_of(config), "--check-retention", "--mode",
                               "GOVERNANCE")
@@ -84,6 +89,6 @@ async def test_each_object_is_locked_as_its_records_policies_declared(
     assert code == 1 and codes(report) == {"retention_short", "retention_mode"}
     short = {f["key"] for f in report["findings"] if f["code"] == "retention_short"}
     weaker = {f["key"] for f in report["findings"] if f["code"] == "retention_mode"}
-    assert short == {copy + key[len(config.prefix):] for key in records + digests}
+    assert short == {copy + key[len(config.prefix):] for key in [*records, *digests, key_object]}
     assert weaker == {copy + key[len(config.prefix):] for key in [*holding_long, digests[-1]]}
     assert all("policy decisions" in f["message"] for f in report["findings"])

@@ -9,6 +9,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ POLICY: dict[str, Any] = {
         "rules": [{"name": "no-credential-dumps", "action": "deny", "message": "no credential dumps",
                    "when": {"promptMatches": ["(?i)passwords? (list|dump)"]}}],
         "masking": {"upstream": ["US_SSN"], "client": ["US_SSN"]},
+        "recording": {"retentionDays": 45, "mode": "COMPLIANCE"},
     },
 }
 
@@ -100,8 +102,13 @@ async def test_sidecar_records_allowed_and_denied_exchanges_masked(
 
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
     entries = []
+    declared = {"retentionDays": 45, "mode": "COMPLIANCE"}  # the policy's, not the sidecar's 1 day
     for item in client.list_objects_v2(Bucket=s3["bucket"], Prefix=prefix)["Contents"]:
         body = client.get_object(Bucket=s3["bucket"], Key=item["Key"])["Body"].read()
+        if "/keys/" not in item["Key"]:
+            lock = client.get_object_retention(Bucket=s3["bucket"], Key=item["Key"])["Retention"]
+            assert lock["Mode"] == "COMPLIANCE"
+            assert lock["RetainUntilDate"] - item["LastModified"] > timedelta(days=44), item["Key"]
         assert SSN.encode() not in body  # nothing stored in clear
         if "/records/" in item["Key"]:
             for line in body.splitlines():
@@ -118,6 +125,8 @@ async def test_sidecar_records_allowed_and_denied_exchanges_masked(
     assert responses[allowed["exchange_id"]]["outcome"] == "forwarded"
     assert responses[allowed["exchange_id"]]["usage"]["output_tokens"] > 0
     assert denied["decision"]["rule"] == "no-credential-dumps"
+    assert [r["decision"]["recording"] for r in requests] == [declared, declared]
+    assert [r["recording"] for r in responses.values()] == [declared, declared]
     assert (responses[denied["exchange_id"]]["outcome"], responses[denied["exchange_id"]]["status"]) == (
         "rejected", 403)
 
