@@ -31,10 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("--trusted-key", action="append", type=Path, default=[], required=True,
                         help="pinned Ed25519 public key (PEM) or a directory of them; repeatable")
     verify.add_argument("--check-retention", action="store_true",
-                        help="also check Object Lock mode and retain-until of every object version")
+                        help="also check Object Lock mode and retain-until of every object version, "
+                             "at least as long and strict as its records' policy decisions declared")
     verify.add_argument("--retention-days", type=int, default=None,
-                        help="with --check-retention: minimum days each version must be locked for")
-    verify.add_argument("--mode", default="COMPLIANCE", choices=["COMPLIANCE", "GOVERNANCE"])
+                        help="with --check-retention: minimum days every version must be locked for")
+    verify.add_argument("--mode", default="COMPLIANCE", choices=["COMPLIANCE", "GOVERNANCE"],
+                        help="with --check-retention: weakest lock mode accepted (COMPLIANCE > GOVERNANCE)")
     verify.add_argument("--output", type=Path, default=None, help="write the report here (default stdout)")
     show = sub.add_parser("show", help="one exchange, readable")
     _s3_arguments(show)
