@@ -218,3 +218,62 @@ def run(target: Callable[..., Any], allowed: tuple[type[BaseException], ...], *a
         target(*args)
     except allowed:
         pass
+
+
+# -- one byte format for every target (atheris harness, seeds, and replaying a crash file) -------------
+
+NAMESPACES = ("finance", "kube-system", "", None)
+METHODS = ("POST", "GET", "DELETE", "PUT")
+
+
+def _json_of(data: bytes) -> Any:
+    text = data.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def from_bytes(target: str, data: bytes) -> None:
+    """Run `target` on raw fuzzer bytes; raises only what the target may not raise."""
+    head, rest = (data[0], data[1:]) if data else (0, b"")
+    if target == "sse":
+        step = head + 1
+        run(sse_relay, SSE_ALLOWED, rest, list(range(step, len(rest), step))[:32])
+    elif target == "request":
+        path, _, body = rest.partition(b"\n")
+        run(request_parse, REQUEST_ALLOWED, METHODS[head % 4], path.decode("utf-8", "replace"), body)
+    elif target == "mask":
+        body = _json_of(rest)
+        if isinstance(body, dict):
+            run(request_mask, MASK_ALLOWED, body)
+    elif target == "jwt":
+        if head % 2:
+            claims_raw, _, header_raw = rest.partition(b"\n")
+            claims, header = _json_of(claims_raw), _json_of(header_raw)
+            token = signed(
+                claims if isinstance(claims, dict) else {"iss": ISSUER, "x": claims},
+                header if isinstance(header, dict) else {},
+            )
+        else:
+            token = rest.decode("latin-1")
+        name = "Authorization" if head % 4 >= 2 else "x-api-key"
+        run(jwt_path, JWT_ALLOWED, {name: ("Bearer " + token) if name == "Authorization" else token})
+    elif target == "admission":
+        run(admission, ADMISSION_ALLOWED, _json_of(rest), NAMESPACES[head % 4])
+    elif target == "policy":
+        run(
+            policy_compile,
+            POLICY_ALLOWED,
+            {
+                "apiVersion": "skillwarden.io/v1alpha1",
+                "kind": "SkillPolicy",
+                "metadata": {"name": "fuzz", "namespace": "finance"},
+                "spec": _json_of(rest),
+            },
+        )
+    else:
+        raise ValueError(f"unknown target {target}")
+
+
+TARGET_NAMES = ("sse", "request", "mask", "jwt", "admission", "policy")

@@ -144,7 +144,11 @@ def _validated(policy: dict[str, Any], floor: int,
     changed re-validates that one policy, not all of them (RE2 compiles dominate the cost)."""
     content = {key: policy.get(key) for key in ("apiVersion", "kind", "spec")}
     known = sorted(entities) if entities is not None else None
-    memo_key = hashlib.sha256(orjson.dumps([content, floor, known], option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        encoded = orjson.dumps([content, floor, known], option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits (YAML allows one; the JSON bundle cannot hold it)
+        return ["spec: a number is outside the 64-bit integer range"], {}
+    memo_key = hashlib.sha256(encoded).hexdigest()
     cached = _VALIDATED.get(memo_key)
     if cached is None:
         errors = policy_model.validate_policy(policy, floor, entities)

@@ -32,9 +32,31 @@ def test_a_non_string_type_in_a_request_body_is_masked_not_a_crash() -> None:
 
     masker = Masker(MaskingSpec(BUILTIN_ENTITIES, {}, hmac_key=b"k" * 16, hmac_key_id="k"))
     for kind in ([], {}, 1, None, ["redacted_thinking"]):
-        body = {"system": {"type": kind, "text": "SSN 536-22-8726"},
-                "messages": [{"role": "user", "content": [{"type": kind, "data": "mail bob@example.com"}]}]}
+        body = {
+            "system": {"type": kind, "text": "SSN 536-22-8726"},
+            "messages": [{"role": "user", "content": [{"type": kind, "data": "mail bob@example.com"}]}],
+        }
         masked, counts = mask_request_body(masker, body)
         assert "536-22-8726" not in str(masked) and "bob@example.com" not in str(masked)
         assert counts["US_SSN"] == 1
         assert mask_json(masker, {"type": kind}, Counter()) == {"type": kind}
+
+
+def test_a_policy_number_beyond_64_bits_is_an_invalid_policy_not_a_crash() -> None:
+    # Found by the atheris policy harness: maxTokens (any number) beyond 64 bits raised TypeError
+    # inside the compiler (`skillwarden policy compile -f` on YAML can carry such a number).
+    from skillwarden_operator.bundle import build_bundle
+
+    policy = {
+        "apiVersion": "skillwarden.io/v1alpha1",
+        "kind": "SkillPolicy",
+        "metadata": {"name": "big", "namespace": "finance"},
+        "spec": {
+            "defaultAction": "deny",
+            "subjects": [
+                {"name": "bot", "serviceAccounts": ["report-bot"], "models": ["claude-*"], "maxTokens": 2**70}
+            ],
+        },
+    }
+    bundle = build_bundle("finance", [policy])
+    assert bundle.invalid and "64-bit" in str(bundle.invalid)
