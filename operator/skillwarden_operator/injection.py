@@ -416,6 +416,13 @@ def _checked_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(containers, list) or not all(
                 isinstance(c, Mapping) and isinstance(c.get("name"), str) for c in containers):
             raise InjectionDenied(f"spec.{key} must be a list of containers with names")
+        for container in containers:
+            for field_name in ("env", "envFrom", "volumeMounts", "ports"):
+                items = container.get(field_name)
+                if items is not None and not (isinstance(items, list) and all(isinstance(i, Mapping)
+                                                                              for i in items)):
+                    name = container["name"][:63]
+                    raise InjectionDenied(f"spec.{key}[{name!r}].{field_name} must be a list of objects")
     if not spec.get("containers"):
         raise InjectionDenied("the pod has no containers")
     for key in ("volumes",):

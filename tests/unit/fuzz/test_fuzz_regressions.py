@@ -60,3 +60,18 @@ def test_a_policy_number_beyond_64_bits_is_an_invalid_policy_not_a_crash() -> No
     }
     bundle = build_bundle("finance", [policy])
     assert bundle.invalid and "64-bit" in str(bundle.invalid)
+
+
+def test_a_container_env_that_is_not_a_list_is_denied_not_a_crash() -> None:
+    # Found by the atheris admission harness: `env` as an object raised AttributeError inside
+    # injection.plan (the webhook guard turned it into an opaque denial).
+    import pytest
+
+    from skillwarden_operator import injection
+
+    cases = (("env", {"secretName": "s"}), ("envFrom", "x"), ("volumeMounts", [1]), ("ports", {}))
+    for field, value in cases:
+        pod = {"metadata": {"name": "p", "annotations": {"skillwarden.io/inject": "true"}},
+               "spec": {"containers": [{"name": "x", field: value}]}}
+        with pytest.raises(injection.InjectionDenied, match=field):
+            injection.plan(pod, "finance", injection.InjectionSettings())
