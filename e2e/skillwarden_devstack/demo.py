@@ -317,7 +317,8 @@ def run(state_dir: Path | None = None) -> DemoResult:
         _ensure(core.create_namespaced_secret, NAMESPACE, body)
     account_body = {"metadata": {"name": SERVICE_ACCOUNT}}
     _ensure(core.create_namespaced_service_account, NAMESPACE, account_body)
-    pod = kubelet_emulator_pod(core, admin)
+    pod = kubelet_emulator.create_stored_pod(core, admin, NAMESPACE,
+                                             kubelet_emulator.opted_in_pod(SERVICE_ACCOUNT))
     containers = [c["name"] for c in [*(pod["spec"].get("initContainers") or []), *pod["spec"]["containers"]]]
     say(f"   pod {NAMESPACE}/{pod['metadata']['name']} stored with containers {containers}")
 
@@ -403,27 +404,6 @@ def values_upstream(manifest: str) -> str:
             return str(injection.get("upstreamUrl") or injection.get("upstream", {}).get("baseUrl")
                        or "https://api.anthropic.com").rstrip("/")
     return "https://api.anthropic.com"
-
-
-def kubelet_emulator_pod(core: Any, api: Any) -> dict[str, Any]:
-    """Created as a ReplicaSet would (generateName, namespace only in the request), with the token
-    volume the ServiceAccount admission plugin adds in a real cluster (the dev stack runs without it)."""
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "generateName": "report-", "labels": {"app": "report", "skillwarden.io/inject": "true"},
-        "annotations": {"skillwarden.io/inject": "true"}},
-        "spec": {"serviceAccountName": SERVICE_ACCOUNT, "containers": [{
-            "name": "app", "image": "example/report:1",
-            "volumeMounts": [{"name": "kube-api-access-demo", "mountPath": kubelet_emulator.KUBE_SA_DIR,
-                              "readOnly": True}]}],
-            "volumes": [{"name": "kube-api-access-demo", "projected": {"sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"downwardAPI": {"items": [{"path": "namespace",
-                                            "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]}}
-    created = core.create_namespaced_pod(NAMESPACE, pod)
-    stored: dict[str, Any] = api.sanitize_for_serialization(
-        core.read_namespaced_pod(created.metadata.name, NAMESPACE))
-    return stored
 
 
 def session(result: DemoResult, upstream: FakeUpstream, document: dict[str, Any], bins: Binaries) -> None:

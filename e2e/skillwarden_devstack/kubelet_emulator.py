@@ -90,6 +90,34 @@ class EmulatedPod:
         self.stop()
 
 
+def opted_in_pod(service_account: str, native: bool | None = None) -> dict[str, Any]:
+    """An opted-in pod as a ReplicaSet would create it (generateName, no namespace in the object),
+    with the API-token volume the ServiceAccount admission plugin adds in a real cluster (the dev
+    stack runs without that plugin)."""
+    annotations = {"skillwarden.io/inject": "true"}
+    if native is not None:
+        annotations["skillwarden.io/native-sidecar"] = "true" if native else "false"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "generateName": "report-", "labels": {"app": "report", "skillwarden.io/inject": "true"},
+        "annotations": annotations},
+        "spec": {"serviceAccountName": service_account, "containers": [{
+            "name": "app", "image": "example/report:1",
+            "volumeMounts": [{"name": "kube-api-access-abcde", "mountPath": KUBE_SA_DIR, "readOnly": True}]}],
+            "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                                            "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]}}
+
+
+def create_stored_pod(core: Any, api: Any, namespace: str, pod: Mapping[str, Any]) -> dict[str, Any]:
+    """Create `pod` through the real API server (admission included) and return it as stored."""
+    created = core.create_namespaced_pod(namespace, pod)
+    stored: dict[str, Any] = api.sanitize_for_serialization(
+        core.read_namespaced_pod(created.metadata.name, namespace))
+    return stored
+
+
 def injected_containers(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     spec = pod["spec"]
     found = [c for c in (spec.get("initContainers") or []) + spec["containers"] if c["name"] in INJECTED]

@@ -110,25 +110,7 @@ def fake_claude(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def stored_injected_pod(core: k8s.CoreV1Api, api: k8s.ApiClient, native: bool) -> dict[str, Any]:
-    """Created like a ReplicaSet would, with the token volume the ServiceAccount admission plugin
-    adds in a real cluster (the dev stack runs without that plugin)."""
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "generateName": "report-", "labels": {"app": "report", "skillwarden.io/inject": "true"},
-        "annotations": {"skillwarden.io/inject": "true",
-                        "skillwarden.io/native-sidecar": "true" if native else "false"}},
-        "spec": {"serviceAccountName": SERVICE_ACCOUNT, "containers": [{
-            "name": "app", "image": "example/report:1",
-            "volumeMounts": [{"name": "kube-api-access-abcde", "mountPath": kubelet.KUBE_SA_DIR,
-                              "readOnly": True}]}],
-            "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"downwardAPI": {"items": [{"path": "namespace",
-                                            "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]}}
-    created = core.create_namespaced_pod(NAMESPACE, pod)
-    stored: dict[str, Any] = api.sanitize_for_serialization(
-        core.read_namespaced_pod(created.metadata.name, NAMESPACE))
-    return stored
+    return kubelet.create_stored_pod(core, api, NAMESPACE, kubelet.opted_in_pod(SERVICE_ACCOUNT, native))
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["sidecar-containers", "native-sidecars"])
