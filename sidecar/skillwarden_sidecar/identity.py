@@ -5,6 +5,14 @@ the token; `none` and every HS* are refused before any key is looked up), the to
 selects one configured issuer and only that issuer's JWKS keys are tried, and iss/aud/exp/iat are
 required (nbf honoured) with a bounded leeway. Any failure is a 401 naming the reason.
 
+A verified token is remembered (`TokenCache`, keyed by the exact token string) so the signature
+check and the JWT parses run once per token, not once per request (they were 20% of the sidecar's
+CPU, docs/performance.md). An entry lives until the earlier of exp + leeway and 60 s; every hit
+re-checks exp/nbf/iat against `now` and that the issuer's JWKS still returns the very key object
+the signature was checked with (a rotation or any refetch drops the entry, the token is verified
+again). Failures are never cached. TokenReview, when configured, still runs on every request (it
+has its own 30 s cache in `token_review`): only the signature part is cached here.
+
 Anthropic SDKs send the credential as `x-api-key` or `Authorization: Bearer` (SDK 2.x sends its
 `api_key` as Bearer). A value that is not JWT-shaped is the placeholder an SDK insists on and is
 ignored (the caller is the workload). A JWT-shaped value (two dots, non-empty header and payload,
@@ -14,7 +22,9 @@ caller's credential never goes upstream (`forwarding` builds upstream headers fr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +36,8 @@ from skillwarden_sidecar.pipeline import Identity
 from skillwarden_sidecar.token_review import TokenReviewer
 
 WORKLOAD = Identity(kind="workload")
+TOKEN_CACHE_SIZE = 4096
+TOKEN_CACHE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,56 @@ class TrustedIssuer:
     audiences: tuple[str, ...]
     jwks: JwksCache
     review: TokenReviewer | None = None  # serviceaccount only: confirm with the API server
+
+
+@dataclass(frozen=True)
+class _Verified:
+    identity: Identity
+    issuer: TrustedIssuer
+    kid: str
+    key: jwt.PyJWK  # the key object the signature was checked with
+    not_before: float  # max(nbf, iat) - leeway
+    expires: float  # exp + leeway
+    until: float  # min(expires, verified at + TOKEN_CACHE_SECONDS)
+
+
+class TokenCache:
+    """Bounded LRU of verified tokens. Holds successes only; time is passed in."""
+
+    def __init__(self, size: int = TOKEN_CACHE_SIZE, seconds: float = TOKEN_CACHE_SECONDS) -> None:
+        self._size = size
+        self._seconds = seconds
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, now: float) -> _Verified | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if not entry.not_before <= now < entry.until:
+            del self._entries[token]
+            return None
+        self._entries.move_to_end(token)
+        return entry
+
+    def put(self, token: str, entry: _Verified) -> None:
+        self._entries[token] = entry
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def drop(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+    def lifetime(self, now: float) -> float:
+        return now + self._seconds
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _looks_like_jwt(value: str) -> bool:
@@ -61,8 +123,11 @@ def presented_token(headers: Mapping[str, str]) -> str | None:
 
 class TokenVerifier:
     def __init__(self, issuers: Sequence[TrustedIssuer], algorithms: Sequence[str], leeway: float,
-                 groups_claim: str = "groups", email_claim: str = "email") -> None:
+                 groups_claim: str = "groups", email_claim: str = "email",
+                 cache: TokenCache | None = None, clock: Callable[[], float] = time.time) -> None:
         self._issuers = {i.issuer: i for i in issuers}
+        self._cache = TokenCache() if cache is None else cache
+        self._clock = clock  # wall clock: exp/nbf/iat are seconds since the epoch
         self._algorithms = list(algorithms)
         self._leeway = leeway
         self._groups_claim = groups_claim
@@ -76,9 +141,27 @@ class TokenVerifier:
         token = presented_token(headers)
         return WORKLOAD if token is None else await self.verify(token)
 
-    async def verify(self, token: str) -> Identity:
+    async def verify(self, token: str, now: float | None = None) -> Identity:
         if not self._issuers:
             raise unauthenticated("tokens are not accepted here (no issuer configured)")
+        now = self._clock() if now is None else now
+        cached = self._cache.get(token, now)
+        if cached is not None:
+            # Same key object still served for this kid: no rotation, no refetch since.
+            if await cached.issuer.jwks.key(cached.kid) is cached.key:
+                if cached.issuer.review is not None:
+                    await cached.issuer.review.confirm(token)
+                return cached.identity
+            self._cache.drop(token)
+        identity, entry = await self._verify_signature(token, now)
+        if entry is not None:
+            self._cache.put(token, entry)
+        if entry is not None and entry.issuer.review is not None:
+            await entry.issuer.review.confirm(token)
+        return identity
+
+    async def _verify_signature(self, token: str, now: float) -> tuple[Identity, _Verified | None]:
+        """Everything but TokenReview. Raises on any failure (nothing is cached then)."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -118,9 +201,16 @@ class TokenVerifier:
             raise unauthenticated("signature invalid") from None
         except jwt.PyJWTError as error:
             raise unauthenticated(f"token invalid ({type(error).__name__})") from None
-        if issuer.review is not None:
-            await issuer.review.confirm(token)
-        return self._identity(issuer, claims)
+        identity = self._identity(issuer, claims)
+        exp = _number(claims, "exp")
+        if exp is None:  # PyJWT required it and checked it is a number; belt and braces
+            return identity, None
+        starts = [t for t in (_number(claims, "nbf"), _number(claims, "iat")) if t is not None]
+        expires = exp + self._leeway
+        entry = _Verified(identity=identity, issuer=issuer, kid=kid, key=key,
+                          not_before=max(starts, default=float("-inf")) - self._leeway,
+                          expires=expires, until=min(expires, self._cache.lifetime(now)))
+        return identity, entry
 
     def _identity(self, issuer: TrustedIssuer, claims: dict[str, Any]) -> Identity:
         groups_value = claims.get(self._groups_claim, [])
