@@ -87,7 +87,8 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         config=config, hooks=hooks, metrics=metrics,
         verifier=TokenVerifier(_issuers(config, jwks_session), config.jwt_algorithms, config.jwt_leeway,
                                config.groups_claim, config.email_claim),
-        policy=PolicyClient(policy_session, config.opa_url, config.opa_decision_path, config.opa_timeout),
+        policy=PolicyClient(policy_session, config.opa_url, config.opa_decision_path, config.opa_timeout,
+                            config.opa_max_inflight),
         upstream=Upstream(upstream_session, config.upstream_url, key, config.upstream_connect_timeout,
                           config.upstream_read_timeout),
         workload=Workload(config.namespace, config.pod_name, config.service_account))

@@ -147,8 +147,10 @@ SETTINGS: tuple[Setting, ...] = (
     # Policy
     Setting("opa_url", "OPA server (the injected opa container)", "http://127.0.0.1:8181", _url),
     Setting("opa_decision_path", "OPA data path of the decision", "skillwarden/decision", _text),
-    Setting("opa_timeout", "seconds to wait for a decision before denying", "0.25",
-            _bounded(0.001, 10)),
+    Setting("opa_timeout", "seconds to wait for a decision before denying (counted from dispatch to OPA)",
+            "0.25", _bounded(0.001, 10)),
+    Setting("opa_max_inflight", "decisions in flight to OPA at once; more wait in the sidecar (at most 2 s, "
+            "then denied)", "4", _positive_int),
     # Caller tokens (RFC 8725)
     Setting("oidc_issuer", "OIDC issuer URL whose tokens callers may present (empty: none)", "", _text),
     Setting("oidc_audience", "required audience(s) of OIDC tokens, comma separated", "", _csv),
@@ -204,6 +206,7 @@ class SidecarConfig:
     opa_url: str = "http://127.0.0.1:8181"
     opa_decision_path: str = "skillwarden/decision"
     opa_timeout: float = 0.25
+    opa_max_inflight: int = 4
     oidc_issuer: str = ""
     oidc_audience: tuple[str, ...] = ()
     oidc_jwks_url: str = ""

@@ -5,10 +5,17 @@ and `orjson` is used rather than opa-python-client: it is one POST, needs no ext
 shares the event loop's connection pool. (Not measured head to head against opa-python-client;
 the round trip measured about 1 ms p50 sequentially on the 2-core dev box, most of it OPA's own
 evaluation.)
+
+Calls in flight are bounded (`--opa-max-inflight`, default 4): under a burst the queue waits here,
+in the sidecar, instead of inside OPA where every queued call would burn its `--opa-timeout` and
+be refused together (docs/performance.md, finding 3). The decision deadline starts when a call is
+dispatched; the wait for a slot is bounded separately by `OPA_QUEUE_TIMEOUT`, after which the
+request is denied (fail closed, 503) saying the engine is saturated.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -20,6 +27,7 @@ from skillwarden_sidecar.pipeline import Decision, Exchange
 from skillwarden_sidecar.routes import Route
 
 ACTIONS = frozenset({"allow", "deny", "require_approval"})
+OPA_QUEUE_TIMEOUT = 2.0  # seconds a request may wait for a free decision slot
 
 
 def _texts(content: Any) -> list[str]:
@@ -120,8 +128,12 @@ def parse_decision(result: Any) -> Decision:
 
 class PolicyClient:
     def __init__(self, session: aiohttp.ClientSession, opa_url: str, decision_path: str,
-                 timeout: float) -> None:
+                 timeout: float, max_inflight: int = 4,
+                 queue_timeout: float = OPA_QUEUE_TIMEOUT) -> None:
         self._session = session
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._max_inflight = max_inflight
+        self._queue_timeout = queue_timeout
         self._url = f"{opa_url}/v1/data/{decision_path.strip('/')}"
         self._health = f"{opa_url}/health?bundles"
         self._budget = timeout
@@ -132,9 +144,23 @@ class PolicyClient:
             return response.status, await response.read()
 
     async def decide(self, policy_input: dict[str, Any]) -> tuple[Decision, float]:
-        """(decision, seconds). Any failure to get a well-formed decision is a `Rejection`."""
-        started = time.perf_counter()
+        """(decision, seconds from dispatch). Any failure to get a well-formed decision is a
+        `Rejection`; waiting callers are served first come, first served (asyncio.Semaphore)."""
         body = orjson.dumps({"input": policy_input})
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise policy_unavailable(
+                f"policy engine saturated: {self._max_inflight} decisions in flight and no slot freed "
+                f"within {self._queue_timeout:g} s; request denied") from None
+        try:
+            return await self._dispatch(body)
+        finally:
+            self._slots.release()
+
+    async def _dispatch(self, body: bytes) -> tuple[Decision, float]:
+        started = time.perf_counter()  # the --opa-timeout budget counts from here, not from queueing
         try:
             try:
                 status, payload = await self._post(body, self._budget)
