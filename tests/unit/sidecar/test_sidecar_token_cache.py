@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
-from skillwarden_sidecar.errors import Rejection
+from skillwarden_sidecar.errors import Rejection, unauthenticated
 from skillwarden_sidecar.identity import TokenCache, TokenVerifier, TrustedIssuer
 from skillwarden_sidecar.jwks import JwksCache
+from skillwarden_sidecar.token_review import TokenReviewer
 
 ISSUER = "https://issuer.example"
 AUDIENCE = "skillwarden"
@@ -167,3 +168,32 @@ async def test_failures_are_not_cached() -> None:
             await verifier.verify(bad)
         assert refused.value.status == 401
     assert len(cache) == 0
+
+
+class Review(TokenReviewer):
+    """TokenReview stand-in: counts confirmations; refuses once `revoked`."""
+
+    def __init__(self) -> None:  # no API server: only confirm() is used
+        self.calls = 0
+        self.revoked = False
+
+    async def confirm(self, token: str) -> None:
+        self.calls += 1
+        if self.revoked:
+            raise unauthenticated("service-account token no longer valid (TokenReview)")
+
+
+async def test_token_review_still_runs_on_every_cache_hit() -> None:
+    keys, review = Keys(), Review()
+    jwks = JwksCache(keys.fetch, ttl=600, refetch_interval=30, clock=Clock())
+    cache = TokenCache()
+    verifier = TokenVerifier([TrustedIssuer("serviceaccount", ISSUER, (AUDIENCE,), jwks, review)],
+                             ["ES256"], LEEWAY, cache=cache)
+    token = keys.token()
+    await verifier.verify(token)
+    await verifier.verify(token)
+    assert review.calls == 2 and len(cache) == 1  # the signature part was cached, the review was not
+    review.revoked = True  # service account deleted: the cached signature must not let it through
+    with pytest.raises(Rejection) as refused:
+        await verifier.verify(token)
+    assert refused.value.status == 401 and "TokenReview" in str(refused.value)
