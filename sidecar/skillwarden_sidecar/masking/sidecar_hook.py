@@ -148,7 +148,22 @@ class MaskingHook:
                 response, counts = mask_response_body(record, exchange.response_message)
                 exchange.annotations[RECORD_RESPONSE] = response
                 self._count(exchange, "record", counts)
+        record_masker = self.masker(exchange, "record")
+
+        def masked(value: Any) -> Any:
+            # Free-form strings outside the body (a path segment, a model name, a skill id) can
+            # carry PII too; the record gets them through the same record detectors.
+            if record_masker is None or not isinstance(value, str):
+                return value
+            return record_masker.mask_text(value).text
+
+        body = exchange.body or {}
         return {
+            "path": masked(exchange.path),
+            "model": masked(body.get("model")) if isinstance(body.get("model"), str) else None,
+            "skills": [{k: masked(v) if k == "skill_id" else v for k, v in skill.items()}
+                       for skill in ((exchange.policy_input or {}).get("request") or {}).get("skills") or []
+                       if isinstance(skill, dict)],
             "request": exchange.annotations.get(RECORD_REQUEST),
             "response": response,
             "counts": {d: dict(c) for d, c in exchange.masking_counts.items() if c},

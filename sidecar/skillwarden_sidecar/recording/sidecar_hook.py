@@ -133,10 +133,12 @@ class RecordingHook:
             "exchange_id": exchange.request_id,
             "identity": identity,
             "workload": exchange.workload.as_input(),
-            "route": {"method": exchange.method, "path": exchange.path, "operation": exchange.operation},
-            "model": body.get("model") if isinstance(body.get("model"), str) else None,
+            "route": {"method": exchange.method, "path": view.get("path", exchange.path),
+                      "operation": exchange.operation},
+            "model": view.get("model") if "model" in view else (
+                body.get("model") if isinstance(body.get("model"), str) else None),
             "stream": bool(body.get("stream")),
-            "skills": list(request_input.get("skills") or []),
+            "skills": list(view["skills"] if "skills" in view else request_input.get("skills") or []),
             "tools": list(request_input.get("tools") or []),
             "prompt": prompt,
             "params": params,
@@ -253,3 +255,4 @@ def install(args: argparse.Namespace, config: Any, hooks: Hooks) -> None:
     hook = RecordingHook(recorder_config, hooks)
     hooks.recording = hook
     hooks.contexts.append(hook.context)
+
