@@ -94,7 +94,8 @@ def s3_client(endpoint: str, access_key: str, secret_key: str) -> Any:
 
 
 def start_s3(bins: Binaries, state: Path) -> tuple[Running, dict[str, Any]]:
-    access_key, secret_key = "skw" + secrets.token_hex(8), secrets.token_urlsafe(24)
+    # The secret starts with a letter: a leading "-" would be read as a flag by CLIs given it.
+    access_key, secret_key = "skw" + secrets.token_hex(8), "s" + secrets.token_urlsafe(24)
     s3_config = state / "s3-identities.json"
     s3_config.write_text(json.dumps({"identities": [{
         "name": "skillwarden-dev", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],

@@ -271,8 +271,7 @@ def verify(stack: dict[str, Any], prefix: str, spool: Path) -> tuple[int, str]:
             prefix,
             "--access-key",
             s3["access_key"],
-            "--secret-key",
-            s3["secret_key"],
+            f"--secret-key={s3['secret_key']}",  # a secret may start with "-"
             "--trusted-key",
             str(spool / "keys" / "signing-key.pem.pub"),
         ],
