@@ -87,49 +87,6 @@ def object_keys(client: Any, s3: dict[str, Any], prefix: str, kind: str) -> list
     return sorted(item["Key"] for item in listing if f"/{kind}/" in item["Key"])
 
 
-class TcpProxy:
-    """A loopback TCP relay in front of the S3 port: stopping it is S3 going away for the
-    recorder (connections refused), without disturbing the shared SeaweedFS other tests use."""
-
-    def __init__(self, target_port: int, port: int) -> None:
-        self.target_port, self.port = target_port, port
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.writers):
-            writer.close()
-        self.writers.clear()
-        await self.server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
-
-
 def exchange_ids_in_bucket(client: Any, s3: dict[str, Any], prefix: str, kind: str = "request") -> set[str]:
     from skillwarden_sidecar.recording.reader import iter_entries
     return {str(e["record"]["exchange_id"]) for e in iter_entries(client, s3["bucket"], prefix)

@@ -17,7 +17,6 @@ from urllib.parse import urlparse
 import pytest
 from recording_helpers import (
     ConfigFactory,
-    TcpProxy,
     exchange_ids_in_bucket,
     public_key_of,
     run_session,
@@ -25,6 +24,7 @@ from recording_helpers import (
 )
 
 from skillwarden_devstack.processes import free_port
+from skillwarden_devstack.tcp_relay import TcpRelay
 from skillwarden_sidecar.recording import Recorder, RecordingUnavailable
 from skillwarden_sidecar.recording.samples import request_record
 
@@ -90,7 +90,7 @@ async def test_kill_9_mid_session_then_restart_ships_everything(make_config: Con
 
 async def test_s3_outage_refuses_within_bound_and_drains_after(make_config: ConfigFactory, s3: dict[str, Any],
                                                                client: Any) -> None:
-    proxy = TcpProxy(urlparse(s3["endpoint"]).port or 0, free_port())
+    proxy = TcpRelay(urlparse(s3["endpoint"]).port or 0, free_port())
     await proxy.start()
     bound = 2.0
     config = make_config(endpoint_url=proxy.url, max_unshipped_age_s=bound, ship_retry_max_s=0.5,
@@ -138,7 +138,7 @@ async def test_spool_bound_refuses_and_fail_open_admits_loudly(make_config: Conf
                                                                tmp_path: Path) -> None:
     from skillwarden_sidecar.recording.metrics import RECORDS_FAILED
 
-    proxy = TcpProxy(urlparse(s3["endpoint"]).port or 0, free_port())
+    proxy = TcpRelay(urlparse(s3["endpoint"]).port or 0, free_port())
     await proxy.start()
     closed = make_config(endpoint_url=proxy.url, spool_max_bytes=20_000, max_unshipped_age_s=600)
     opened = make_config(endpoint_url=proxy.url, spool_max_bytes=20_000, max_unshipped_age_s=600,

@@ -24,7 +24,6 @@ import pytest
 from reliability_support import (
     MODEL,
     CliSidecar,
-    FlakyProxy,
     SidecarStarter,
     record_entries,
     stored_objects,
@@ -32,6 +31,7 @@ from reliability_support import (
 )
 
 from skillwarden_devstack.fake_claude import FakeClaude, Fault
+from skillwarden_devstack.tcp_relay import TcpRelay
 
 
 def exchanges(stack: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
@@ -236,8 +236,8 @@ async def test_s3_flapping_and_slow_loses_nothing(
     tmp_path: Path,
 ) -> None:
     upstream, _ = fake
-    proxy = FlakyProxy(int(stack["s3"]["endpoint"].rsplit(":", 1)[1]))
-    await proxy.up()
+    proxy = TcpRelay(int(stack["s3"]["endpoint"].rsplit(":", 1)[1]))
+    await proxy.start()
     sent: list[str] = []
     failures: list[str] = []
     try:
@@ -266,20 +266,20 @@ async def test_s3_flapping_and_slow_loses_nothing(
 
             async def flap() -> None:
                 while time.monotonic() < deadline:
-                    await proxy.down()
+                    await proxy.stop()
                     await asyncio.sleep(1.5)
-                    await proxy.up()
+                    await proxy.start()
                     proxy.delay = 0.2  # and slow while up
                     await asyncio.sleep(1.5)
                 proxy.delay = 0.0
 
             await asyncio.gather(flap(), *(client(n) for n in range(8)))
             if proxy.server is None:
-                await proxy.up()
+                await proxy.start()
             await sdk.close()
             assert await sidecar.stop() == 0, sidecar.log.read_text()[-3000:]
     finally:
-        await proxy.down()
+        await proxy.stop()
     assert not failures, failures[:3]
     assert len(upstream.received) == len(sent) >= 16
     code, output = await asyncio.to_thread(verify, stack, prefix, tmp_path / "spool")
