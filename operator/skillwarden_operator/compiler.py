@@ -3,8 +3,15 @@
 The Rego is vetted and fixed; only this data changes. Everything that can be decided before a
 request arrives is decided here: namespace-wide masking and recording (union, longest retention),
 the default action, and indexes so OPA looks rules and grants up by key (skill, tool, model,
-group, user, service account) instead of scanning them. Decision latency then depends on the
-rules that could apply to a request, not on how many rules the namespace has.
+group, user, service account, matched prompt pattern, model prefix) instead of scanning them.
+Decision latency then depends on the rules that could apply to a request, not on how many rules
+the namespace has.
+
+Prompt patterns: every distinct `promptMatches` pattern gets an id in one table
+(`prompt_patterns`, with a fingerprint of its content). The sidecar runs the whole table over the
+prompt in one RE2 set pass and sends OPA the ids that matched with the table's fingerprint, so OPA
+looks rules up by id instead of running each rule's regex; when the fingerprints differ (a sidecar
+holding an older table) the Rego matches the table against `prompt_text` itself.
 
 Output is a pure function of the input policies (sorted by name, no timestamps), so every
 operator replica produces the same bytes.
@@ -25,6 +32,8 @@ from skillwarden_operator import policy_model, schema
 _OPERATOR_STRENGTH = {"redact": 3, "hmac": 2, "partial": 1}
 _PRINCIPALS = (("group", "groups"), ("user", "users"), ("serviceaccount", "serviceAccounts"))
 _ACTION_RANK = {"allow": 0, "require_approval": 1, "deny": 2}
+_INDEX_KINDS = ("skill", "tool", "pattern", "model", "model_prefix")
+_GLOB_CHARS = ("*", "?")  # the CRD admits no other glob syntax in model names
 
 
 @dataclass
@@ -51,8 +60,25 @@ def _skills(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {key: merged[key] for key in sorted(merged)}
 
 
-def _is_literal(glob: str) -> bool:
-    return "*" not in glob and "?" not in glob
+def _literal_prefix(glob: str) -> str:
+    """The part of a model glob before its first wildcard: every model the glob matches starts
+    with it."""
+    cut = min((glob.index(char) for char in _GLOB_CHARS if char in glob), default=len(glob))
+    return glob[:cut]
+
+
+def _pattern_table(valid: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """Distinct promptMatches patterns -> id (decimal string: Rego object keys are strings)."""
+    distinct = sorted({pattern for _, spec in valid for rule in spec.get("rules", [])
+                       for pattern in rule["when"].get("promptMatches", [])})
+    return {pattern: str(position) for position, pattern in enumerate(distinct)}
+
+
+def prompt_pattern_table(patterns: list[str]) -> dict[str, Any]:
+    """The table the sidecar and the Rego share. The fingerprint names the exact list (order
+    included, since ids are positions), so ids are only ever read against the table they index."""
+    digest = hashlib.sha256(orjson.dumps(patterns)).hexdigest()
+    return {"fingerprint": f"sha256:{digest}", "patterns": patterns}
 
 
 def _default_operations() -> list[str]:
@@ -87,8 +113,10 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
     grant_index: dict[str, dict[str, list[int]]] = {"group": defaultdict(list), "user": defaultdict(list),
                                                      "serviceaccount": defaultdict(list)}
     rules: list[dict[str, Any]] = []
+    patterns = _pattern_table(valid)
     rule_index: dict[str, Any] = {"skill": defaultdict(list), "tool": defaultdict(list),
-                                  "model": defaultdict(list), "any": []}
+                                  "pattern": defaultdict(list), "model": defaultdict(list),
+                                  "model_prefix": defaultdict(list), "any": []}
     approvals: dict[str, Any] = {}
     defaults: list[tuple[str, str]] = []
     for key, spec in valid:
@@ -111,8 +139,8 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
                     grant_index[kind][name].append(index)
         for rule in spec.get("rules", []):
             index = len(rules)
-            rules.append(_compile_rule(key, rule))
-            _index_rule(rule["when"], index, rule_index)
+            rules.append(_compile_rule(key, rule, patterns))
+            _index_rule(rule["when"], index, rule_index, patterns)
         if "approval" in spec:
             approvals[key] = _compile_approval(spec["approval"])
 
@@ -123,8 +151,9 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
         "grants": grants,
         "grant_index": {kind: _sorted_map(entries) for kind, entries in grant_index.items()},
         "rules": rules,
-        "rule_index": {"skill": _sorted_map(rule_index["skill"]), "tool": _sorted_map(rule_index["tool"]),
-                       "model": _sorted_map(rule_index["model"]), "any": rule_index["any"]},
+        "rule_index": {**{kind: _sorted_map(rule_index[kind]) for kind in _INDEX_KINDS},
+                       "any": rule_index["any"]},
+        "prompt_patterns": prompt_pattern_table(sorted(patterns, key=patterns.__getitem__)),
         "approvals": approvals,
         "masking": _merge_masking([spec.get("masking", {}) for _, spec in valid]),
         "recording": _merge_recording(namespace, [(key, spec["recording"]) for key, spec in valid
@@ -169,11 +198,12 @@ def _sorted_map(entries: dict[str, list[int]]) -> dict[str, list[int]]:
     return {key: entries[key] for key in sorted(entries)}
 
 
-def _compile_rule(policy: str, rule: dict[str, Any]) -> dict[str, Any]:
+def _compile_rule(policy: str, rule: dict[str, Any], patterns: dict[str, str]) -> dict[str, Any]:
     when = rule["when"]
     compiled: dict[str, Any] = {}
     if "promptMatches" in when:
-        compiled["promptMatches"] = list(when["promptMatches"])
+        compiled["promptMatches"] = list(when["promptMatches"])  # for people reading the bundle
+        compiled["promptPatterns"] = sorted({patterns[p] for p in when["promptMatches"]}, key=int)
     if "skills" in when:
         compiled["skills"] = _skills(when["skills"])
     if "tools" in when:
@@ -188,18 +218,27 @@ def _compile_rule(policy: str, rule: dict[str, Any]) -> dict[str, Any]:
             "message": rule.get("message", f"rule {rule['name']} of {policy}"), "when": compiled}
 
 
-def _index_rule(when: dict[str, Any], index: int, rule_index: dict[str, Any]) -> None:
+def _index_rule(when: dict[str, Any], index: int, rule_index: dict[str, Any],
+                patterns: dict[str, str]) -> None:
     """Put the rule under the most selective key it REQUIRES: a rule with a skills condition can
-    only match a request carrying one of those skills, so it is only looked at for them."""
+    only match a request carrying one of those skills, so it is only looked at for them; a rule
+    with promptMatches only when one of its patterns matched; a rule with model globs only for
+    models starting with a glob's literal prefix."""
     if when.get("skills"):
         for key in sorted({_skill_key(skill) for skill in when["skills"]}):
             rule_index["skill"][key].append(index)
     elif when.get("tools"):
         for tool in sorted(set(when["tools"])):
             rule_index["tool"][tool].append(index)
-    elif when.get("models") and all(_is_literal(model) for model in when["models"]):
+    elif when.get("promptMatches"):
+        for pattern_id in sorted({patterns[p] for p in when["promptMatches"]}, key=int):
+            rule_index["pattern"][pattern_id].append(index)
+    elif when.get("models") and all(_literal_prefix(model) for model in when["models"]):
         for model in sorted(set(when["models"])):
-            rule_index["model"][model].append(index)
+            prefix = _literal_prefix(model)
+            kind = "model" if prefix == model else "model_prefix"
+            if index not in rule_index[kind][prefix]:  # two globs with one prefix: listed once
+                rule_index[kind][prefix].append(index)
     else:
         rule_index["any"].append(index)
 

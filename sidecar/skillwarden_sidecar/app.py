@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from skillwarden_sidecar import jwks
 from skillwarden_sidecar.config import SidecarConfig
 from skillwarden_sidecar.credentials import ProviderKey
+from skillwarden_sidecar.decisions import Decider, DecisionCache
 from skillwarden_sidecar.errors import ERROR_TYPES, error_body
 from skillwarden_sidecar.forwarding import Upstream
 from skillwarden_sidecar.identity import TokenVerifier, TrustedIssuer
@@ -83,18 +84,21 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=5))
     key = ProviderKey(config.provider_key_file)
     app[PROVIDER_KEY] = key
+    policy = PolicyClient(policy_session, config.opa_url, config.opa_decision_path, config.opa_timeout,
+                          config.opa_max_inflight)
     app[SERVICES] = Services(
         config=config, hooks=hooks, metrics=metrics,
         verifier=TokenVerifier(_issuers(config, jwks_session), config.jwt_algorithms, config.jwt_leeway,
                                config.groups_claim, config.email_claim),
-        policy=PolicyClient(policy_session, config.opa_url, config.opa_decision_path, config.opa_timeout,
-                            config.opa_max_inflight),
+        policy=policy,
+        decider=Decider(policy, config.opa_patterns_path, DecisionCache(config.decision_cache_ttl)),
         upstream=Upstream(upstream_session, config.upstream_url, key, config.upstream_connect_timeout,
                           config.upstream_read_timeout),
         workload=Workload(config.namespace, config.pod_name, config.service_account))
     try:
         yield
     finally:
+        await app[SERVICES].decider.close()
         for session in (upstream_session, policy_session, jwks_session):
             await session.close()
 

@@ -151,6 +151,11 @@ SETTINGS: tuple[Setting, ...] = (
             "0.25", _bounded(0.001, 10)),
     Setting("opa_max_inflight", "decisions in flight to OPA at once; more wait in the sidecar (at most 2 s, "
             "then denied)", "4", _positive_int),
+    Setting("opa_patterns_path", "OPA data path of the prompt pattern table the sidecar matches itself",
+            "skillwarden/policies/prompt_patterns", _text),
+    Setting("decision_cache_ttl", "seconds a decision is reused for requests that differ only in prompt "
+            "text (0: ask OPA every time; dropped at once when the bundle revision changes)", "1",
+            _bounded(0, 30)),
     # Caller tokens (RFC 8725)
     Setting("oidc_issuer", "OIDC issuer URL whose tokens callers may present (empty: none)", "", _text),
     Setting("oidc_audience", "required audience(s) of OIDC tokens, comma separated", "", _csv),
@@ -207,6 +212,8 @@ class SidecarConfig:
     opa_decision_path: str = "skillwarden/decision"
     opa_timeout: float = 0.25
     opa_max_inflight: int = 4
+    opa_patterns_path: str = "skillwarden/policies/prompt_patterns"
+    decision_cache_ttl: float = 1.0
     oidc_issuer: str = ""
     oidc_audience: tuple[str, ...] = ()
     oidc_jwks_url: str = ""

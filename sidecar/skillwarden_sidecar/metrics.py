@@ -18,6 +18,7 @@ _APPROVAL_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0)
 
 REQUESTS_TOTAL = "skillwarden_requests_total"
 DECISION_SECONDS = "skillwarden_decision_seconds"
+DECISIONS_TOTAL = "skillwarden_decisions_total"
 UPSTREAM_TTFT_SECONDS = "skillwarden_upstream_ttft_seconds"
 UPSTREAM_SECONDS = "skillwarden_upstream_seconds"
 ADDED_LATENCY_SECONDS = "skillwarden_added_latency_seconds"
@@ -28,7 +29,8 @@ APPROVAL_WAIT_SECONDS = "skillwarden_approval_wait_seconds"
 
 # Names as Prometheus exposes them (counters gain `_total`, histograms `_bucket/_sum/_count`).
 METRIC_NAMES: frozenset[str] = frozenset({
-    REQUESTS_TOTAL, DECISION_SECONDS, UPSTREAM_TTFT_SECONDS, UPSTREAM_SECONDS, ADDED_LATENCY_SECONDS,
+    REQUESTS_TOTAL, DECISION_SECONDS, DECISIONS_TOTAL, UPSTREAM_TTFT_SECONDS, UPSTREAM_SECONDS,
+    ADDED_LATENCY_SECONDS,
     ERRORS_TOTAL, MASKED_ENTITIES_TOTAL, APPROVALS_TOTAL, APPROVAL_WAIT_SECONDS,
 })
 
@@ -71,6 +73,9 @@ class SidecarMetrics:
                                 ["decision", "namespace", "skill", "model", "route"], registry=r)
         self.decision_seconds = Histogram(DECISION_SECONDS, "Time to get a policy decision from OPA",
                                           buckets=_FAST_BUCKETS, registry=r)
+        self.decisions = Counter(DECISIONS_TOTAL.removesuffix("_total"),
+                                 "Policy decisions by source: asked of OPA or reused from the cache",
+                                 ["source"], registry=r)
         self.upstream_ttft = Histogram(UPSTREAM_TTFT_SECONDS,
                                        "Upstream time to first byte (streams: first event)",
                                        ["route"], buckets=_SLOW_BUCKETS, registry=r)

@@ -134,7 +134,8 @@ class PolicyClient:
         self._slots = asyncio.Semaphore(max_inflight)
         self._max_inflight = max_inflight
         self._queue_timeout = queue_timeout
-        self._url = f"{opa_url}/v1/data/{decision_path.strip('/')}"
+        self._data = f"{opa_url}/v1/data"
+        self._url = f"{self._data}/{decision_path.strip('/')}"
         self._health = f"{opa_url}/health?bundles"
         self._budget = timeout
 
@@ -184,6 +185,24 @@ class PolicyClient:
         except orjson.JSONDecodeError:
             raise policy_unavailable("policy engine answered garbage; request denied") from None
         return parse_decision(document.get("result") if isinstance(document, dict) else None), elapsed
+
+    async def fetch_data(self, path: str) -> Any:
+        """A document from OPA's data API (e.g. the prompt pattern table). Every failure is a
+        ValueError naming it: callers keep what they had."""
+        url = f"{self._data}/{path.strip('/')}"
+        budget = aiohttp.ClientTimeout(total=self._budget * 4)
+        try:
+            async with self._session.get(url, timeout=budget) as response:
+                if response.status != 200:
+                    raise ValueError(f"OPA answered HTTP {response.status} for {path}")
+                document = orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ValueError(f"OPA unreachable for {path} ({type(error).__name__})") from None
+        except orjson.JSONDecodeError:
+            raise ValueError(f"OPA answered garbage for {path}") from None
+        if not isinstance(document, dict) or "result" not in document:
+            raise ValueError(f"OPA has no document at {path} (is the policy bundle loaded?)")
+        return document["result"]
 
     async def ready(self) -> bool:
         """OPA is up and every configured bundle is activated."""

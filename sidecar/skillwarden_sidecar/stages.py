@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from skillwarden_sidecar.config import SidecarConfig
+from skillwarden_sidecar.decisions import Decider
 from skillwarden_sidecar.errors import Rejection, bad_request, too_large
 from skillwarden_sidecar.forwarding import REQUEST_ID_HEADER, Upstream, forwardable_headers
 from skillwarden_sidecar.identity import TokenVerifier
@@ -34,6 +35,7 @@ class Services:
     metrics: SidecarMetrics
     verifier: TokenVerifier
     policy: PolicyClient
+    decider: Decider
     upstream: Upstream
     workload: Workload
 
@@ -88,10 +90,12 @@ async def read_body(request: web.Request, exchange: Exchange, route: Route, limi
 
 async def decide(services: Services, exchange: Exchange, route: Route) -> None:
     exchange.policy_input = build_input(exchange, route)
-    decision, seconds = await services.policy.decide(exchange.policy_input)
-    exchange.decision = decision
-    exchange.timings.decision_s = (exchange.timings.decision_s or 0.0) + seconds
-    services.metrics.decision_seconds.observe(seconds)
+    outcome = await services.decider.decide(exchange.policy_input)
+    exchange.decision = outcome.decision
+    exchange.timings.decision_s = (exchange.timings.decision_s or 0.0) + outcome.seconds
+    services.metrics.decisions.labels("cache" if outcome.cached else "opa").inc()
+    if not outcome.cached:
+        services.metrics.decision_seconds.observe(outcome.seconds)
 
 
 async def run_stages(request: web.Request, services: Services, exchange: Exchange,

@@ -113,6 +113,33 @@ granting contains i if {
 granted if count(granting) > 0
 
 # ---------------------------------------------------------------------------------------------
+# Prompt patterns: which entries of the namespace's pattern table the prompt matches.
+
+pattern_table := data.skillwarden.policies.prompt_patterns
+
+sent_matches := object.get(request, "prompt_matches", {})
+
+# The sidecar ran this very table (same fingerprint) over the prompt in one RE2 set pass: use its
+# ids, the prompt text is not read at all.
+matched_in := "sidecar" if {
+	sent_matches.fingerprint == pattern_table.fingerprint
+	is_array(sent_matches.ids)
+} else := "policy-engine"
+
+matched_patterns contains id if {
+	matched_in == "sidecar"
+	some id in sent_matches.ids
+}
+
+# No ids, or ids of another table (a sidecar that has not yet fetched this bundle's table):
+# match here. Slower, never wrong.
+matched_patterns contains format_int(i, 10) if {
+	matched_in == "policy-engine"
+	some i, pattern in pattern_table.patterns
+	regex.match(pattern, prompt)
+}
+
+# ---------------------------------------------------------------------------------------------
 # Rules: only those indexed under a key the request carries (plus the unindexed ones) are tested.
 
 candidate_rules contains i if {
@@ -130,13 +157,27 @@ candidate_rules contains i if {
 	some i in data.skillwarden.policies.rule_index.model[req_model]
 }
 
+# Model globs are filed under their literal prefix: look up every prefix of the request's model
+# (bounded by the CRD's 128-character model names), only when some glob rule exists.
+candidate_rules contains i if {
+	req_model != ""
+	count(data.skillwarden.policies.rule_index.model_prefix) > 0
+	some n in numbers.range(1, count(req_model))
+	some i in data.skillwarden.policies.rule_index.model_prefix[substring(req_model, 0, n)]
+}
+
+candidate_rules contains i if {
+	some id in matched_patterns
+	some i in data.skillwarden.policies.rule_index.pattern[id]
+}
+
 candidate_rules contains i if some i in data.skillwarden.policies.rule_index.any
 
-cond_prompt(when) if not when.promptMatches
+cond_prompt(when) if not when.promptPatterns
 
 cond_prompt(when) if {
-	some pattern in when.promptMatches
-	regex.match(pattern, prompt)
+	some id in when.promptPatterns
+	matched_patterns[id]
 }
 
 cond_skills(when) if not when.skills
@@ -197,6 +238,12 @@ malformed contains "request.max_tokens is not a number" if {
 	tokens := object.get(request, "max_tokens", null)
 	tokens != null
 	not is_number(tokens)
+}
+
+malformed contains "request.prompt_matches.ids is not a list of strings" if {
+	matched_in == "sidecar"
+	some id in sent_matches.ids
+	not is_string(id)
 }
 
 malformed contains "request.skills is not a list" if not is_array(req_skills)
@@ -303,4 +350,7 @@ decision := {
 	"recording": object.remove(data.skillwarden.policies.recording, ["policy"]),
 	"approval": approval_settings,
 	"bundle_revision": data.skillwarden.bundle.revision,
+	# Where the prompt patterns were matched: "sidecar" means the decision did not read the prompt
+	# text, so the sidecar may reuse it for requests that differ only in their text.
+	"prompt_patterns": {"fingerprint": pattern_table.fingerprint, "matched_in": matched_in},
 }

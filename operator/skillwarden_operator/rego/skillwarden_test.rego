@@ -273,6 +273,65 @@ test_rule_with_tools_and_skills_needs_both if {
 	decide(data.testdata.sandbox, {"identity": no_groups, "workload": w, "request": only_skill}).action == "allow"
 }
 
+# --- prompt patterns matched by the sidecar ----------------------------------------------------
+
+finance_fp := data.testdata.finance.prompt_patterns.fingerprint
+
+with_matches(r, fingerprint, ids) := object.union(r, {"prompt_matches": {"fingerprint": fingerprint, "ids": ids}})
+
+test_pattern_table_names_every_prompt_pattern_once if {
+	data.testdata.finance.prompt_patterns.patterns == ["(?i)(password|api[_ -]?key)s? (list|dump|export)", "(?i)customer (list|export)"]
+	startswith(finance_fp, "sha256:")
+}
+
+test_sidecar_ids_decide_without_reading_the_prompt if {
+	# the ids say pattern 0 (password dump) matched: denied although the text is harmless...
+	r := with_matches(req([xlsx], "quarterly chart"), finance_fp, ["0"])
+	d := finance_decision({"identity": no_groups, "workload": bot, "request": r})
+	d.action == "deny"
+	d.rule == "no-credential-dumps"
+	d.prompt_patterns == {"fingerprint": finance_fp, "matched_in": "sidecar"}
+
+	# ...and no id matched: allowed although the text would match (the text is not read)
+	quiet := with_matches(req([xlsx], "passwords dump"), finance_fp, [])
+	q := finance_decision({"identity": no_groups, "workload": bot, "request": quiet})
+	q.action == "allow"
+	q.prompt_patterns.matched_in == "sidecar"
+}
+
+test_sidecar_ids_reach_rules_with_other_conditions if {
+	r := with_matches(req([xlsx], "x"), finance_fp, ["1"])
+	d := finance_decision({"identity": no_groups, "workload": bot, "request": r})
+	d.action == "require_approval"
+	d.rule == "customer-export"
+}
+
+test_stale_table_falls_back_to_matching_the_prompt if {
+	# ids from another table are ignored; the Rego matches the prompt itself
+	stale := with_matches(req([xlsx], "passwords dump"), "sha256:old", [])
+	d := finance_decision({"identity": no_groups, "workload": bot, "request": stale})
+	d.action == "deny"
+	d.prompt_patterns.matched_in == "policy-engine"
+	wrong_ids := with_matches(req([xlsx], "quarterly chart"), "sha256:old", ["0"])
+	finance_decision({"identity": no_groups, "workload": bot, "request": wrong_ids}).action == "allow"
+}
+
+test_non_string_pattern_ids_are_refused if {
+	r := with_matches(req([xlsx], "chart"), finance_fp, [0])
+	d := finance_decision({"identity": no_groups, "workload": bot, "request": r})
+	d.action == "deny"
+	contains(d.message, "prompt_matches.ids")
+}
+
+test_model_glob_rule_found_through_its_prefix if {
+	w := {"namespace": "platform-sandbox", "service_account": "default"}
+	data.testdata.sandbox.rule_index.model_prefix["claude-opus-"] != []
+	r := {"model": "claude-opus-4-1-20250805", "skills": [], "tools": [], "prompt_text": ""}
+	decide(data.testdata.sandbox, {"identity": no_groups, "workload": w, "request": r}).rule == "no-opus"
+	short := object.union(r, {"model": "claude-opus"})
+	decide(data.testdata.sandbox, {"identity": no_groups, "workload": w, "request": short}).action == "allow"
+}
+
 # --- several policies, broken policies, no data ----------------------------------------------
 
 test_combined_policies if {

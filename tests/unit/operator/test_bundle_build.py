@@ -81,7 +81,10 @@ def test_rules_are_indexed_by_the_key_they_require() -> None:
     rules = bundle.document["rules"]
     by_skill = index["skill"]["custom/skill_01SandboxUploader"]
     assert [rules[i]["name"] for i in by_skill] == ["no-code-exec-custom-skills"]
-    assert [rules[i]["name"] for i in index["any"]] == ["no-opus", "no-skill-deletes", "no-private-keys"]
+    assert [rules[i]["name"] for i in index["model_prefix"]["claude-opus-"]] == ["no-opus"]
+    private_key = bundle.document["prompt_patterns"]["patterns"].index("-----BEGIN [A-Z ]*PRIVATE KEY-----")
+    assert [rules[i]["name"] for i in index["pattern"][str(private_key)]] == ["no-private-keys"]
+    assert [rules[i]["name"] for i in index["any"]] == ["no-skill-deletes"]
 
 
 def test_rego_fixtures_are_current() -> None:
