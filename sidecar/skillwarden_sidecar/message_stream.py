@@ -37,7 +37,7 @@ class MessageAccumulator:
         if not event.data or event.data == "[DONE]":
             return
         try:
-            data = orjson.loads(event.data)
+            data = event.json()  # parsed once: the stream masker attaches what it serialised
         except orjson.JSONDecodeError:
             return
         if not isinstance(data, dict):

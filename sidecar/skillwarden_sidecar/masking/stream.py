@@ -46,6 +46,11 @@ class _HoldRule:
     prefixes: tuple[bytes, ...]
     beginnings: frozenset[bytes] = frozenset()  # proper prefixes of the literals
     longest: int = 0
+    # The same, for ASCII-only text (the common case): the ASCII characters `suffix` accepts (for
+    # str.rstrip, which finds the run in C without a regex call) and the literals as str.
+    ascii_chars: str = ""
+    text_prefixes: tuple[str, ...] = ()
+    text_beginnings: frozenset[str] = frozenset()
 
 
 def _hold_rules(masker: Masker) -> tuple[_HoldRule, ...]:
@@ -58,16 +63,29 @@ def _compile_hold_rules(detectors: tuple[tuple[str, tuple[str, ...], int], ...])
     for charset, prefixes, max_len in detectors:
         key = (charset, prefixes)
         rules[key] = max(rules.get(key, 0), max_len)
-    return tuple(
-        _HoldRule(compile_re2(f"{charset}*\\z"), max_len, tuple(p.encode() for p in prefixes),
-                  frozenset(p.encode()[:k] for p in prefixes for k in range(1, len(p))),
-                  max((len(p) for p in prefixes), default=0))
-        for (charset, prefixes), max_len in rules.items()
-    )
+    out: list[_HoldRule] = []
+    for (charset, prefixes), max_len in rules.items():
+        suffix = compile_re2(f"{charset}*\\z")
+        # A charset is one RE2 character class, so a character is in it iff the suffix pattern
+        # matches that character alone from its start: same engine, same semantics.
+        ascii_chars = "".join(chr(code) for code in range(128)
+                              if suffix._regexp.Match(_UNANCHORED, bytes([code]), 0, 1)[0][0] == 0)
+        out.append(_HoldRule(
+            suffix, max_len, tuple(p.encode() for p in prefixes),
+            frozenset(p.encode()[:k] for p in prefixes for k in range(1, len(p))),
+            max((len(p) for p in prefixes), default=0), ascii_chars, prefixes,
+            frozenset(p[:k] for p in prefixes for k in range(1, len(p)))))
+    return tuple(out)
 
 
 def hold_back_start(rules: tuple[_HoldRule, ...], pending: str) -> int:
     """Index into `pending` from which text must wait for more input."""
+    if pending.isascii():
+        return _hold_back_ascii(rules, pending)
+    return _hold_back_bytes(rules, pending)
+
+
+def _hold_back_bytes(rules: tuple[_HoldRule, ...], pending: str) -> int:
     buf = pending.encode("utf-8", "surrogatepass")
     size = len(buf)
     ascii_only = size == len(pending)
@@ -100,6 +118,33 @@ def hold_back_start(rules: tuple[_HoldRule, ...], pending: str) -> int:
     if ascii_only or start == size:
         return start if ascii_only else len(pending)
     return len(buf[:start].decode("utf-8", "surrogatepass"))
+
+
+def _hold_back_ascii(rules: tuple[_HoldRule, ...], pending: str) -> int:
+    """`hold_back_start` for ASCII-only text, where characters are bytes: the same steps on the
+    str, with the run of charset characters at the end found by `str.rstrip`."""
+    size = len(pending)
+    start = size
+    for rule in rules:
+        region = len(pending.rstrip(rule.ascii_chars)) if rule.ascii_chars else size
+        if size > rule.max_len:
+            region = max(region, size - rule.max_len)
+        if region >= start:
+            continue
+        if not rule.prefixes:
+            start = region
+            continue
+        point = size
+        for prefix in rule.text_prefixes:
+            found = pending.find(prefix, region, point)
+            if found != -1:
+                point = found
+        for length in range(min(rule.longest - 1, size - region), 0, -1):
+            if size - length < point and pending[size - length:] in rule.text_beginnings:
+                point = size - length
+                break
+        start = min(start, point)
+    return start
 
 
 class TextStream:
@@ -344,8 +389,7 @@ class StreamMasker:
                 kind = sniffed["type"]
                 event = SseEvent(event=kind, data=event.data, id=event.id, retry=event.retry,
                                  comments=event.comments)
-        if kind not in ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
-                        "message_stop"):
+        if kind not in _MASKED_KINDS:
             return [event]
         if kind == "message_stop":
             return [*self._flush_all(), event]
@@ -369,6 +413,7 @@ class StreamMasker:
             return self._start(index, payload)
         if kind == "content_block_delta":
             return self._delta(index, payload)
+        event.parsed = (event.data, payload)  # relayed unchanged: the stream rebuild need not re-parse it
         return [*self._flush(index), event]
 
     def close(self) -> list[SseEvent]:
@@ -428,8 +473,20 @@ class StreamMasker:
         return out
 
 
+_MASKED_KINDS = frozenset({"message_start", "content_block_start", "content_block_delta",
+                           "content_block_stop", "message_stop"})
+_WIRE_PREFIX = {kind: b"event: " + kind.encode() + b"\ndata: " for kind in _MASKED_KINDS}
+
+
 def _event(kind: str, payload: dict[str, Any]) -> SseEvent:
-    return SseEvent(event=kind, data=orjson.dumps(payload).decode())
+    # Built with its wire bytes (orjson output is one line, so they are what `encode()` would give)
+    # and its payload, which the stream rebuild reads instead of parsing the JSON again.
+    data = orjson.dumps(payload)
+    text = data.decode()
+    event = SseEvent(kind, text)
+    event.wire = (kind, text, _WIRE_PREFIX[kind] + data + b"\n\n")
+    event.parsed = (text, payload)
+    return event
 
 
 def _delta_event(index: int, delta_type: str, field_name: str, text: str) -> SseEvent:
