@@ -43,10 +43,11 @@ def _prepare(value: Any) -> Any:
             # UTF-16 key order differs from code-point order only beyond the BMP.
             if type(key) is not str or (not key.isascii() and max(key) > "\uffff"):
                 raise _NeedsReference
-            out[key] = _prepare(item)
+            # Most values are strings or null: keep them without a call (the hot path's cost).
+            out[key] = item if item is None or type(item) is str else _prepare(item)
         return out
     if kind is list or kind is tuple:
-        return [_prepare(item) for item in value]
+        return [item if type(item) is str else _prepare(item) for item in value]
     if kind is int:
         if -_SAFE_INT <= value <= _SAFE_INT:
             return value
@@ -80,8 +81,11 @@ def sha256_hex(data: bytes) -> str:
 
 
 def timestamp(moment: datetime) -> str:
-    """RFC 3339, UTC, microseconds: sortable as text and exact to compare."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339, UTC, microseconds: sortable as text and exact to compare. `isoformat` (with the
+    "+00:00" swapped for "Z") gives the same text as strftime at about half the cost."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:

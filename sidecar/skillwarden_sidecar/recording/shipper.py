@@ -52,16 +52,21 @@ class Shipper:
         self._pending: dict[Path, tuple[int, datetime | None]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        # note_pending is also called from the spool writer thread: wake through the loop then.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
 
     # -- state the recorder reads for admission --------------------------------------------------
     def note_pending(self, path: Path, size: int, first_time: datetime | None) -> None:
-        """A file this process just sealed or signed: no need to re-validate it before upload."""
+        """A file this process just sealed or signed: no need to re-validate it before upload.
+        Thread-safe (the spool writer thread calls it when it seals a segment)."""
         if not path.exists():
             return  # the shipper's own scan already found and shipped it
         with self._lock:
             self._pending[path] = (size, first_time)
             self._written_here.add(path)
-        self._wake.set()
+        self.wake()
 
     def pending_bytes(self) -> int:
         with self._lock:
@@ -73,7 +78,16 @@ class Shipper:
         return min(times) if times else None
 
     def wake(self) -> None:
-        self._wake.set()
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        if on_loop or self._loop is None:
+            self._wake.set()
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop has no shipper left to wake
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self) -> None:

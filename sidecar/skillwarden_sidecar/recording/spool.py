@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -116,7 +117,7 @@ class SegmentWriter:
         (self.directory / "records").mkdir(parents=True, exist_ok=True)
         (self.directory / "digests").mkdir(exist_ok=True)
         fsync_dir(self.directory.parent)
-        self._handle: Any = None
+        self._fd: int | None = None
         self._path: Path | None = None
         self._first = 0
         self._last = 0
@@ -125,31 +126,41 @@ class SegmentWriter:
         self.opened_at: datetime | None = None
 
     def write_batch(self, lines: list[bytes], first_seq: int, last_seq: int, first_time: datetime) -> None:
-        if self._handle is None:
+        if self._fd is None:
             self._path = self.directory / f"open-{first_seq:012d}.jsonl"
-            self._handle = self._path.open("ab")
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             fsync_dir(self.directory)
             self._first, self.opened_at = first_seq, first_time
             self._hasher = hashlib.sha256()
             self.open_bytes = 0
         data = b"".join(lines)
-        self._handle.write(data)
-        self._handle.flush()
-        os.fdatasync(self._handle.fileno())
+        # One write() per batch (no userspace buffer); loop only on a short write.
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        # fdatasync: the data and the file size (needed to read it back) are synced; the mtime,
+        # which nothing reads, is not.
+        os.fdatasync(self._fd)
         self._hasher.update(data)
         self._last = last_seq
         self.open_bytes += len(data)
 
-    def seal(self) -> SealedObject | None:
-        if self._handle is None or self._path is None:
+    def seal(self, note: Callable[[Path, int, datetime | None], None] | None = None) -> SealedObject | None:
+        """Close and rename the open segment. `note(path, size, opened_at)` runs once the sealed
+        file exists and before the open-segment counters reset, so someone accounting for
+        unshipped bytes never sees them in neither place."""
+        if self._fd is None or self._path is None:
             return None
-        self._handle.close()
+        os.close(self._fd)
+        self._fd = None
         name = layout.records_name(self._first, self._last)
         os.replace(self._path, self.directory / name)
         fsync_dir(self.directory / "records")
         fsync_dir(self.directory)
         sealed = SealedObject(name, self._first, self._last, self._hasher.hexdigest())
-        self._handle, self._path, self.opened_at = None, None, None
+        if note is not None:
+            note(self.directory / name, self.open_bytes, self.opened_at)
+        self._path, self.opened_at = None, None
         self.open_bytes = 0
         return sealed
 
@@ -157,9 +168,9 @@ class SegmentWriter:
         write_durably(self.directory / layout.digest_name(number), data)
 
     def abandon(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass(frozen=True)
