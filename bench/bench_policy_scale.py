@@ -9,8 +9,11 @@ by those skills, by a tool, or by a literal model name, each with a prompt patte
 compiler indexes (see skillwarden_operator/compiler.py). The request is a granted call by one team
 (in the middle of the list) whose prompt matches one of its rules.
 
-A second series puts the same number of rules in the one shape the compiler cannot index —
-prompt-only rules, which every request has to test — to show what the index buys.
+A second series has only prompt-only rules. They used to be the shape nothing could index (every
+request tested every pattern in OPA); now the sidecar matches the bundle's whole pattern table in
+one RE2 set pass and OPA looks the rules up by the ids that matched. Every input here carries
+those ids exactly as the sidecar sends them, and the sidecar's pass is timed too
+(`sidecar_pattern_pass_ms`), since that work moved out of OPA rather than vanished.
 
 Latency is measured end to end over HTTP keep-alive against a real `opa run --server` that loaded
 the bundle (`POST /v1/data/skillwarden/decision`), and OPA's own evaluation time
@@ -34,6 +37,7 @@ from typing import Any
 from skillwarden_devstack import processes, tools
 from skillwarden_operator import compiler
 from skillwarden_operator.bundle import build_bundle
+from skillwarden_sidecar.prompt_patterns import compile_table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "policy_scale.json"
 NAMESPACE = "scale"
@@ -153,8 +157,19 @@ def run_series(opa: Path, policy_counts: list[int], requests: int, prompt_only: 
         with tempfile.TemporaryDirectory(prefix="skw-bench-") as scratch:
             path = Path(scratch) / "bundle.tar.gz"
             path.write_bytes(bundle.data)
-            body = json.dumps({"input": decision_input(team)}).encode()
+            policy_input = decision_input(team)
+            # As the sidecar sends it: the bundle's prompt pattern table matched in one RE2 set pass.
+            table = compile_table(bundle.document["prompt_patterns"])
+            prompt = policy_input["request"]["prompt_text"]
+            begin = time.process_time()
+            for _ in range(100):
+                ids = table.match(prompt)
+            match_ms = (time.process_time() - begin) * 1000 / 100
+            policy_input["request"]["prompt_matches"] = {"fingerprint": table.fingerprint, "ids": ids}
+            body = json.dumps({"input": policy_input}).encode()
             measured = measure_opa(opa, path, Path(scratch), body, requests)
+            measured["sidecar_pattern_pass_ms"] = round(match_ms, 4)
+            measured["prompt_patterns"] = table.count
         expected_rule = "rule-1"
         assert measured["decision"]["rule"] == expected_rule, measured["decision"]
         row = {"policies": count, "rules": count * RULES_PER_POLICY,

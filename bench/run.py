@@ -336,12 +336,16 @@ def growth_markdown(doc: dict[str, Any]) -> list[str]:
             lines.append(f"| {count} | " + " | ".join(cells) + " |")
     decisions = doc.get("decision_growth") or {}
     if decisions:
-        lines += ["", "Rules in the namespace's bundle: OPA decision latency at c=1 (1 KB prompt)", "",
-                  "| rules | p50 ms | p99 ms | decisions/s | bundle load s | OPA RSS MiB |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Rules in the namespace's bundle: OPA decision latency at c=1 (1 KB prompt; the input "
+                  "carries the pattern ids the sidecar matched, as the sidecar sends it)", "",
+                  "| rules | p50 ms | p99 ms | decisions/s | sidecar pattern pass ms (patterns) "
+                  "| bundle load s | OPA RSS MiB |",
+                  "|---|---|---|---|---|---|---|"]
         for rules, row in decisions.items():
+            match = (f"{row['sidecar_pattern_match_ms']:.3f} ({row['prompt_patterns']})"
+                     if "sidecar_pattern_match_ms" in row else "–")
             lines.append(f"| {rules} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['rps_c1']:.0f} | "
-                         f"{row['bundle_load_s']:.2f} | {row['opa_rss_mib']:.0f} |")
+                         f"{match} | {row['bundle_load_s']:.2f} | {row['opa_rss_mib']:.0f} |")
     return lines
 
 

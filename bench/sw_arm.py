@@ -212,22 +212,41 @@ def _hmac_key(work: Path) -> Path:
     return path
 
 
-def decision_input(prompt: str) -> bytes:
+def decision_input(prompt: str, matches: dict[str, Any] | None = None) -> bytes:
+    request: dict[str, Any] = {
+        "method": "POST", "path": "/v1/messages", "operation": "messages.create",
+        "model": "claude-bench-overhead", "stream": False, "max_tokens": 16, "skills": [],
+        "tools": [], "prompt_text": prompt, "prompt_chars": len(prompt)}
+    if matches is not None:
+        request["prompt_matches"] = matches
     return orjson.dumps({"input": {
         "identity": {"kind": "oidc", "sub": "alice", "iss": ISSUER, "groups": [GROUP],
                      "email": "alice@bench.invalid"},
         "workload": {"namespace": NAMESPACE, "pod": "bench-0", "service_account": "bench"},
-        "request": {"method": "POST", "path": "/v1/messages", "operation": "messages.create",
-                    "model": "claude-bench-overhead", "stream": False, "max_tokens": 16, "skills": [],
-                    "tools": [], "prompt_text": prompt, "prompt_chars": len(prompt)},
-        "approval": {"id": "", "state": ""}}})
+        "request": request, "approval": {"id": "", "state": ""}}})
+
+
+def sidecar_matches(url: str, prompt: str) -> tuple[dict[str, Any], float, int]:
+    """What the sidecar sends: the bundle's pattern table matched in one RE2 set pass (and the
+    CPU time of that pass, which moved from OPA into the sidecar)."""
+    import urllib.request
+
+    from skillwarden_sidecar.prompt_patterns import compile_table
+    with urllib.request.urlopen(url + "/v1/data/skillwarden/policies/prompt_patterns", timeout=30) as response:
+        table = compile_table(orjson.loads(response.read())["result"])
+    rounds = 200
+    started = time.process_time()
+    for _ in range(rounds):
+        ids = table.match(prompt)
+    match_ms = (time.process_time() - started) * 1000 / rounds
+    return {"fingerprint": table.fingerprint, "ids": ids}, match_ms, table.count
 
 
 def decision_growth(work: Path, seconds: float, sizes: tuple[int, ...] = (10, 100, 1000, 10_000),
                     prompt: str = "") -> dict[str, Any]:
     """Decision latency of the real OPA (alone on the SUT core) as the rule count grows."""
     from run import prompt as make_prompt
-    body = decision_input(prompt or make_prompt(1024))
+    text = prompt or make_prompt(1024)
     out: dict[str, Any] = {}
     for rules in sizes:
         print(f"decision growth: {rules} rules", flush=True)
@@ -237,6 +256,8 @@ def decision_growth(work: Path, seconds: float, sizes: tuple[int, ...] = (10, 10
             url = start_opa(arm, work, rules, label=f"opa-{rules}")
             ready_s = time.perf_counter() - built
             import urllib.request
+            matches, match_ms, patterns = sidecar_matches(url, text)
+            body = decision_input(text, matches)
             for _ in range(3):  # the first queries compile and cache; they are not the steady state
                 warm = urllib.request.Request(url + "/v1/data/skillwarden/decision", data=body, method="POST")
                 with urllib.request.urlopen(warm, timeout=30) as response:  # loopback OPA
@@ -248,6 +269,8 @@ def decision_growth(work: Path, seconds: float, sizes: tuple[int, ...] = (10, 10
                 raise RuntimeError(f"OPA answered {result.non_2xx} non-2xx for {rules} rules: "
                                    f"{result.first_error_body}")
             out[str(rules)] = {"p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "rps_c1": result.rps,
+                               "sidecar_pattern_match_ms": round(match_ms, 4),
+                               "prompt_patterns": patterns,
                                "bundle_load_s": round(ready_s, 2),
                                "opa_rss_mib": arms_mod.memory_kib(arm.pids(), "VmRSS") / 1024}
         finally:
