@@ -232,7 +232,8 @@ def sidecar_matches(url: str, prompt: str) -> tuple[dict[str, Any], float, int]:
     import urllib.request
 
     from skillwarden_sidecar.prompt_patterns import compile_table
-    with urllib.request.urlopen(url + "/v1/data/skillwarden/policies/prompt_patterns", timeout=30) as response:
+    table_url = url + "/v1/data/skillwarden/policies/prompt_patterns"
+    with urllib.request.urlopen(table_url, timeout=30) as response:
         table = compile_table(orjson.loads(response.read())["result"])
     rounds = 200
     started = time.process_time()
