@@ -40,8 +40,28 @@ class Services:
     workload: Workload
 
 
+class _RandomPool:
+    """os.urandom is a system call; request ids need 12 unpredictable bytes each. Drawing them
+    from a 4 KiB block of the same source costs one call per 341 requests."""
+
+    def __init__(self, block: int = 4092) -> None:
+        self._block = block
+        self._buffer = b""
+        self._offset = 0
+
+    def take(self, size: int) -> bytes:
+        if self._offset + size > len(self._buffer):
+            self._buffer, self._offset = secrets.token_bytes(self._block), 0
+        start = self._offset
+        self._offset += size
+        return self._buffer[start:self._offset]
+
+
+_ids = _RandomPool()
+
+
 def new_request_id() -> str:
-    return "req_skw_" + secrets.token_hex(12)
+    return "req_skw_" + _ids.take(12).hex()
 
 
 def error_response(rejection: Rejection, request_id: str) -> web.Response:

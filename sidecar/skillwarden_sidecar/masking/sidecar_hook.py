@@ -24,6 +24,8 @@ import secrets
 from collections import Counter, OrderedDict
 from typing import Any, Literal
 
+import orjson
+
 from skillwarden_sidecar.errors import Rejection
 from skillwarden_sidecar.masking.engine import Masker, MaskingBudgetExceeded
 from skillwarden_sidecar.masking.entities import DETECTOR_VERSION
@@ -52,11 +54,28 @@ class MaskingHook:
         self._budgets = {"max_text_bytes": max_text_bytes, "max_scan_seconds": max_scan_seconds,
                          "on_budget": on_budget}
         self._maskers: OrderedDict[tuple[Any, ...], Masker] = OrderedDict()
+        self._by_settings: dict[tuple[bytes, str], Masker | None] = {}
 
     # -- maskers per decision and direction (compiled once, kept in a small LRU) ----------------
 
     def masker(self, exchange: Exchange, direction: Direction) -> Masker | None:
+        """The masker for this decision's masking settings and direction. Asked up to five times
+        per request with settings that change only with the bundle: the answer is memoised by the
+        settings' exact bytes, so building and validating a spec is paid once per bundle."""
         masking = exchange.decision.masking if exchange.decision is not None else {}
+        try:
+            memo_key = (orjson.dumps(masking), direction)
+        except TypeError:  # not JSON: let the spec builder name the problem
+            return self._build_masker(masking, direction)
+        if memo_key in self._by_settings:
+            return self._by_settings[memo_key]
+        built = self._build_masker(masking, direction)
+        self._by_settings[memo_key] = built
+        while len(self._by_settings) > _CACHE_SIZE:
+            self._by_settings.pop(next(iter(self._by_settings)))
+        return built
+
+    def _build_masker(self, masking: Any, direction: Direction) -> Masker | None:
         try:
             spec = MaskingSpec.from_decision(masking, direction, self.key, self.key_id)
             spec = dataclasses.replace(spec, **self._budgets)  # type: ignore[arg-type]
