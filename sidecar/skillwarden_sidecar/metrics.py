@@ -8,6 +8,8 @@ Values never include credentials or request text.
 
 from __future__ import annotations
 
+import functools
+
 import re2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -42,6 +44,7 @@ _MAX_LABEL_DIGITS = 8
 _MODEL_SNAPSHOT = re2.compile(r"-(?:[0-9]{8}|latest)$")
 
 
+@functools.lru_cache(maxsize=256)  # asked on every request with a handful of distinct models
 def model_family(model: str) -> str:
     """`claude-sonnet-4-5-20250929` and `claude-sonnet-4-5-latest` count as `claude-sonnet-4-5`."""
     return _MODEL_SNAPSHOT.sub("", model) if len(model) <= 128 else model

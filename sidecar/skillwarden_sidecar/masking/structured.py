@@ -39,19 +39,45 @@ def mask_string(masker: Masker, text: str, counts: Counter[str]) -> str:
     return result.text
 
 
+class _TooDeep(Exception):
+    """Raised at the first level past MAX_DEPTH; each level on the way out adds its key, so the
+    walk builds no path strings unless it fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+
+
 def mask_json(
     masker: Masker, value: Any, counts: Counter[str], path: str = "$", depth: int = 0, free: bool = False
 ) -> Any:
     """Walk a JSON value: strings are masked, object keys kept; copies only what changes.
     `free`: arbitrary data (a tool's input) where no key is structural."""
+    try:
+        return _walk(masker, value, counts, depth, free)
+    except _TooDeep as deep:
+        where = path + "".join(reversed(deep.parts))
+        raise MaskingDepthError(f"{where}: JSON nests deeper than {MAX_DEPTH} levels; "
+                                "refusing to mask it") from None
+
+
+def _walk(masker: Masker, value: Any, counts: Counter[str], depth: int, free: bool) -> Any:
     if depth > MAX_DEPTH:
-        raise MaskingDepthError(f"{path}: JSON nests deeper than {MAX_DEPTH} levels; refusing to mask it")
+        raise _TooDeep
     if isinstance(value, str):
         return mask_string(masker, value, counts)
     if isinstance(value, list):
-        items = [mask_json(masker, item, counts, f"{path}[{i}]", depth + 1, free)
-                 for i, item in enumerate(value)]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        items = []
+        changed = False
+        for i, item in enumerate(value):
+            try:
+                masked = _walk(masker, item, counts, depth + 1, free)
+            except _TooDeep as deep:
+                deep.parts.append(f"[{i}]")
+                raise
+            changed = changed or masked is not item
+            items.append(masked)
+        return items if changed else value
     if isinstance(value, dict):
         kind = value.get("type")  # any JSON value: a list or object here is not hashable
         opaque = not free and isinstance(kind, str) and kind in _OPAQUE_TYPES
@@ -61,7 +87,11 @@ def mask_json(
             if not free and (key in STRUCTURAL_KEYS or (opaque and key == "data")):
                 out[key] = item
                 continue
-            out[key] = mask_json(masker, item, counts, f"{path}.{key}", depth + 1, free or key == "input")
+            try:
+                out[key] = _walk(masker, item, counts, depth + 1, free or key == "input")
+            except _TooDeep as deep:
+                deep.parts.append(f".{key}")
+                raise
             changed = changed or out[key] is not item
         return out if changed else value
     return value

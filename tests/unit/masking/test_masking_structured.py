@@ -96,5 +96,6 @@ def test_deep_json_is_refused_with_a_clear_error(masker: Masker) -> None:
                                                         "content": [{"type": "text", "text": "a"}]},
                                                        {"type": "tool_use", "id": "t", "name": "n",
                                                         "input": deep}]}]}
-    with pytest.raises(MaskingDepthError, match="deeper than 64 levels"):
+    with pytest.raises(MaskingDepthError, match="deeper than 64 levels") as refused:
         mask_request_body(masker, body)
+    assert str(refused.value).startswith("$.messages[0].content[1].input.k.k.k")  # names where
