@@ -25,6 +25,9 @@ KINDS = ("stream_start", "request", "response")
 _SAFE_INT = 2**53
 _FLOAT_AS_INT = 1e21
 _INF = float("inf")
+# ES6 (and so RFC 8785) prints numbers from 1e-6 up without an exponent; orjson only from 1e-5.
+_DECIMAL_MIN = 1e-6
+_ORJSON_DECIMAL_MIN = 1e-5
 
 
 class _NeedsReference(Exception):  # control flow only; never escapes this module
@@ -61,6 +64,8 @@ def _prepare(value: Any) -> Any:
                 return int(value)  # exact: ES6 prints integral doubles without a fraction
             if magnitude < _FLOAT_AS_INT:
                 raise _NeedsReference  # ES6 prints shortest digits padded with zeros here
+        elif _DECIMAL_MIN <= abs(value) < _ORJSON_DECIMAL_MIN:
+            raise _NeedsReference  # ES6 writes 0.00000x here, orjson an exponent (x.ye-6)
         return value
     raise _NeedsReference  # subclasses, other types: let the reference decide (or refuse)
 

@@ -12,7 +12,8 @@ from skillwarden_sidecar.recording.entry import canonical
 
 SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**60), max_value=2**60)
            | st.floats(allow_nan=False, allow_infinity=False)
-           | st.sampled_from([1.0, -0.0, 1e20, 2.5e20, 1e21, 1e-7, 5e-324, 9007199254740993.0])
+           | st.sampled_from([1.0, -0.0, 1e20, 2.5e20, 1e21, 1e-7, 5e-324, 9007199254740993.0,
+                              1e-6, -8.159157735578987e-06, 9.99e-7, 1e-5, 9.999999999999999e-06])
            | st.text())
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(), inner, max_size=4), max_leaves=25)
