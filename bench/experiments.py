@@ -8,6 +8,9 @@ Experiments:
   the earlier of its `exp` and 60 s, so the ES256/RS256 signature check and the three JWT parses
   run once per token instead of once per request. A real implementation must also drop entries
   when the issuer's JWKS no longer holds the token's key (rotation).
+- `switch-interval`: `sys.setswitchinterval(0.0005)` (default 5 ms), to see how much of the added
+  latency is the event loop waiting for the GIL held by the sidecar's background threads.
+- `cprofile`: cProfile of the event loop thread, dumped at exit (see `cprofile()`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,28 @@ def token_cache() -> None:
     identity.TokenVerifier.verify = verify  # type: ignore[method-assign]
 
 
-EXPERIMENTS = {"token-cache": token_cache}
+def switch_interval() -> None:
+    """The event loop gives up the GIL in every C call that releases it (RE2 matches, hashing,
+    socket and file writes); a background thread running Python (spool writer, S3 shipper) then
+    keeps it for up to `sys.getswitchinterval()` (5 ms by default) before the loop gets it back.
+    A shorter interval bounds that wait."""
+    sys.setswitchinterval(0.0005)
+
+
+def cprofile() -> None:
+    """Deterministic profile of the sidecar's event loop thread, written at exit to
+    $SKILLWARDEN_BENCH_PROFILE (default /tmp/skillwarden-sidecar.pstats)."""
+    import atexit
+    import cProfile
+    import os
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    atexit.register(lambda: profiler.dump_stats(os.environ.get("SKILLWARDEN_BENCH_PROFILE",
+                                                               "/tmp/skillwarden-sidecar.pstats")))
+
+
+EXPERIMENTS = {"token-cache": token_cache, "switch-interval": switch_interval, "cprofile": cprofile}
 
 
 def main() -> int:

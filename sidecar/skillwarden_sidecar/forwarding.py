@@ -95,6 +95,8 @@ class Upstream:
             async with self._session.request(exchange.method, url, headers=headers, data=data,
                                              timeout=self._timeout, allow_redirects=False) as upstream:
                 exchange.response_status = upstream.status
+                if upstream.status == 401:
+                    self._key.suspect()  # rotated or revoked: re-read the key file on the next call
                 exchange.response_headers = {k.lower(): v for k, v in upstream.headers.items()
                                              if k.lower() in {"request-id", "content-type"}}
                 content_type = upstream.headers.get("Content-Type", "")

@@ -134,8 +134,10 @@ async def test_provider_key_rotation_without_restart(sidecar_factory: SidecarFac
         assert [r.headers["x-api-key"] for r in upstream.received] == \
             ["sk-ant-key-one", "sk-ant-key-one", "sk-ant-key-two"]
         assert b"sk-ant-key" not in generate_latest(sidecar.metrics.registry)
-        # A missing key file fails closed with a message naming no secret.
+        # A missing key file fails closed with a message naming no secret (noticed within the
+        # key's one-second recheck interval).
         (volume / "api-key").unlink()
+        await asyncio.sleep(1.1)
         with pytest.raises(anthropic.APIStatusError) as refused:
             await sdk.messages.create(**request)
         assert refused.value.status_code == 503 and "sk-ant" not in str(refused.value.body)

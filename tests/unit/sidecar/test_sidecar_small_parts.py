@@ -22,18 +22,26 @@ from skillwarden_sidecar.sse import SseDecoder
 def test_provider_key_rereads_on_change_and_never_shows_itself(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_text("sk-ant-one\n")
-    key = ProviderKey(path)
+    now = [100.0]
+    key = ProviderKey(path, recheck_seconds=1.0, clock=lambda: now[0])
     assert key.get() == "sk-ant-one"
     path.write_text("sk-ant-two-longer")
     os.utime(path, ns=(1, 1))
+    assert key.get() == "sk-ant-one"  # within a second of the last check: not looked at again
+    now[0] += 1.0
     assert key.get() == "sk-ant-two-longer"
+    path.write_text("sk-ant-three")
+    os.utime(path, ns=(2, 2))
+    key.suspect()  # the upstream answered 401: the next call checks at once
+    assert key.get() == "sk-ant-three"
     assert "sk-ant" not in repr(key)
     path.write_text("")
+    now[0] += 1.0
     with pytest.raises(ProviderKeyError) as empty:
         key.get()
     assert "sk-ant" not in str(empty.value)
     path.unlink()
-    assert not key.readable()
+    assert not key.readable()  # a failed check is not remembered: every call checks until one works
 
 
 def test_model_family() -> None:
