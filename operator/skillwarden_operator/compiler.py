@@ -153,7 +153,7 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
         "rules": rules,
         "rule_index": {**{kind: _sorted_map(rule_index[kind]) for kind in _INDEX_KINDS},
                        "any": rule_index["any"]},
-        "prompt_patterns": prompt_pattern_table(sorted(patterns, key=patterns.__getitem__)),
+        "prompt_patterns": prompt_pattern_table(sorted(patterns, key=lambda p: int(patterns[p]))),
         "approvals": approvals,
         "masking": _merge_masking([spec.get("masking", {}) for _, spec in valid]),
         "recording": _merge_recording(namespace, [(key, spec["recording"]) for key, spec in valid

@@ -91,3 +91,18 @@ def test_rego_fixtures_are_current() -> None:
     for name, content in fixtures.fixtures().items():
         on_disk = (fixtures.TESTDATA / name / "data.json").read_bytes()
         assert on_disk == content + b"\n", f"stale {name}: run python -m skillwarden_operator.fixtures"
+
+
+def test_pattern_ids_name_their_position_in_the_table() -> None:
+    """Ids are decimal positions: with more than ten patterns a string sort ("10" < "2") would
+    point rules at the wrong pattern."""
+    finance = example("skillpolicy-finance.yaml")
+    finance["spec"]["rules"] = [{"name": f"r{i}", "action": "deny",
+                                 "when": {"promptMatches": [f"topic-{i:02d}"]}} for i in range(25)]
+    document = build_bundle("finance", [finance]).document
+    table = document["prompt_patterns"]["patterns"]
+    assert len(table) == 25
+    for rule in document["rules"]:
+        assert [table[int(i)] for i in rule["when"]["promptPatterns"]] == rule["when"]["promptMatches"]
+    for pattern_id, rules in document["rule_index"]["pattern"].items():
+        assert all(table[int(pattern_id)] in document["rules"][r]["when"]["promptMatches"] for r in rules)
