@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,6 +122,7 @@ class Arm:
     wiring: dict[str, str] = field(default_factory=dict)
     metrics_url: str = ""
     s3: dict[str, Any] = field(default_factory=dict)
+    cleanup_dirs: list[Path] = field(default_factory=list)  # outside the work dir (e.g. on tmpfs)
 
     def pids(self) -> list[int]:
         found: list[int] = []
@@ -165,6 +167,9 @@ class Arm:
                 proc.wait()
         self.procs.clear()
         self.labels.clear()
+        for directory in self.cleanup_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.cleanup_dirs.clear()
         # SeaweedFS may sit on SIGTERM for a long time: escalate, never leave it behind.
         for pid in self.extra_pids:
             with contextlib.suppress(ProcessLookupError):

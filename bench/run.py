@@ -266,10 +266,10 @@ def upstream_server(work: Path) -> Iterator[str]:
 ArmFactory = Callable[[str, Path], arms_mod.Arm]
 
 
-def arm_factories(policy_rules: int) -> dict[str, ArmFactory]:
+def arm_factories(policy_rules: int, spool: str = "memory") -> dict[str, ArmFactory]:
     def skillwarden(upstream: str, work: Path) -> arms_mod.Arm:
         import sw_arm
-        return sw_arm.start(upstream, work, policy_rules)
+        return sw_arm.start(upstream, work, policy_rules, spool)
 
     return {
         "direct": lambda upstream, work: arms_mod.direct(upstream),
@@ -398,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", type=Path, default=None,
                         help="only print the tables of an earlier JSON result")
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default bench/results/)")
+    parser.add_argument("--spool", choices=("memory", "disk"), default="memory",
+                        help="where the skillwarden arm's record spool lives: tmpfs (/dev/shm, the "
+                             "chart's recording.spool.medium=Memory) or a directory on disk "
+                             "(the chart's default emptyDir)")
     parser.add_argument("--nice", type=int, default=0,
                         help="scheduling niceness for the bench and everything it starts (root may "
                              "pass e.g. -10 on a box shared with other work; recorded in the JSON)")
@@ -419,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = pin_self()
     load_before = os.getloadavg()
     started = time.monotonic()
-    factories = arm_factories(policy_rules=10)
+    factories = arm_factories(policy_rules=10, spool=args.spool)
 
     with tempfile.TemporaryDirectory(prefix="skw-bench-") as tmp:
         work = Path(tmp)

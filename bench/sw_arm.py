@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -123,16 +124,24 @@ def stack_s3(work: Path) -> dict[str, Any]:
     return s3
 
 
-def start(upstream: str, work: Path, rules: int = 10) -> arms_mod.Arm:
+def start(upstream: str, work: Path, rules: int = 10, spool: str = "memory") -> arms_mod.Arm:
     arm = arms_mod.Arm("skillwarden")
     try:
-        return _start(arm, upstream, work, rules)
+        return _start(arm, upstream, work, rules, spool)
     except BaseException:
         arm.stop()  # a half-started arm must not leave OPA, S3 or the sidecar behind
         raise
 
 
-def _start(arm: arms_mod.Arm, upstream: str, work: Path, rules: int) -> arms_mod.Arm:
+def _spool_dir(work: Path, spool: str) -> Path:
+    """tmpfs (/dev/shm) stands for the chart's `recording.spool.medium: Memory`; a directory under
+    the bench's work dir (on disk) for the default emptyDir."""
+    if spool == "memory" and Path("/dev/shm").is_dir():
+        return Path(tempfile.mkdtemp(prefix="skw-bench-spool-", dir="/dev/shm"))
+    return work / "spool"
+
+
+def _start(arm: arms_mod.Arm, upstream: str, work: Path, rules: int, spool_kind: str) -> arms_mod.Arm:
     opa_url = start_opa(arm, work, rules)
     token, jwks = caller_token(work)
     key_file = work / "provider-key"
@@ -163,13 +172,15 @@ def _start(arm: arms_mod.Arm, upstream: str, work: Path, rules: int) -> arms_mod
         s3 = stack_s3(work)
         arm.extra_pids.append(s3["pid"])  # stopped with the arm; on core 0, not counted as SUT
         arm.s3 = s3
-        spool = work / "spool"
+        spool = _spool_dir(work, spool_kind)
+        arm.cleanup_dirs.append(spool)
         argv += [f"--records-bucket={s3['bucket']}", "--records-prefix=bench/",
                  f"--records-endpoint={s3['endpoint']}", f"--records-spool-dir={spool}",
                  "--records-retention-days=1"]
         env.update({"AWS_ACCESS_KEY_ID": s3["access_key"], "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
                     "AWS_REGION": s3.get("region", "us-east-1")})
-        wiring["recording"] = (f"on: spool {spool} (fsync, group commit) shipped to SeaweedFS "
+        medium = "tmpfs" if str(spool).startswith("/dev/shm") else "disk"
+        wiring["recording"] = (f"on: spool {spool} ({medium}; fdatasync, group commit) shipped to SeaweedFS "
                                f"{s3['endpoint']} bucket {s3['bucket']} (Object Lock)")
     arm.wiring = wiring
     proc = arm.spawn(argv, work / "sidecar.log", env=env)
