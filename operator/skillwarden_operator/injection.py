@@ -64,6 +64,8 @@ ANNOTATIONS: dict[str, str] = {
     PREFIX + "opa-cpu": "CPU request of the opa container",
     PREFIX + "opa-memory": "memory request and limit of the opa container",
     PREFIX + "spool-size": "size limit of the record spool emptyDir",
+    PREFIX + "spool-medium": '"" (node disk) or "Memory" (tmpfs; the sidecar\'s memory limit must cover '
+                             'spool-size + 128Mi)',
     STATUS_KEY: "written by the webhook: what was injected (never set it yourself)",
 }
 
@@ -73,6 +75,15 @@ _REFUSED_WORDS = ("record", "audit", "mask", "spool-disable", "bypass", "skip")
 _QUANTITY = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?"
 _DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 _MAX_ANNOTATION_VALUE = 253
+# Where the spool lives: "" is the node's disk, "Memory" a tmpfs (Kubernetes' StorageMedium names).
+SPOOL_MEDIA = ("", "Memory")
+# The recorder refuses new requests once this share of the spool's sizeLimit is unshipped, and even
+# in-flight appends at twice that (its hard bound): 80% leaves room for segment metadata, keys and
+# digests, so the sidecar says 503 before the kubelet evicts the pod (disk) or the tmpfs is full.
+SPOOL_ADMISSION_SHARE = 0.4
+# What the sidecar process needs besides a memory-backed spool: 90 MiB idle, 134 MiB peak at 256
+# streams (docs/performance.md); the spool itself never goes past 80% of its sizeLimit.
+SPOOL_MEMORY_HEADROOM = 128 * 2**20
 _SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
            "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
            "P": 1e15, "E": 1e18}
@@ -126,6 +137,7 @@ class InjectionSettings:
     sidecar_resources: Resources = Resources("100m", "128Mi", "256Mi")
     opa_resources: Resources = Resources("50m", "64Mi", "128Mi")
     spool_size: str = "1Gi"
+    spool_medium: str = ""  # "" node disk, "Memory" tmpfs (counts against the sidecar's memory limit)
     token_audience: str = "skillwarden"  # noqa: S105 - an audience
     token_expiration_seconds: int = 3600
     sa_issuer: str = ""  # the cluster's service-account issuer, for tokens apps present
@@ -166,6 +178,7 @@ ENV_SETTINGS: dict[str, str] = {
     "SKILLWARDEN_INJECT_OPA_CPU": "opa_resources.cpu",
     "SKILLWARDEN_INJECT_OPA_MEMORY": "opa_resources.memory",
     "SKILLWARDEN_INJECT_SPOOL_SIZE": "spool_size",
+    "SKILLWARDEN_INJECT_SPOOL_MEDIUM": "spool_medium",
     "SKILLWARDEN_INJECT_TOKEN_AUDIENCE": "token_audience",
     "SKILLWARDEN_INJECT_SA_ISSUER": "sa_issuer",
     "SKILLWARDEN_INJECT_OIDC_ISSUER": "oidc_issuer",
@@ -238,6 +251,7 @@ def settings_from_document(document: Mapping[str, Any]) -> InjectionSettings:
         "records_prefix": ("recording", "s3", "prefix"),
         "s3_credentials_secret": ("recording", "s3", "credentialsSecret"),
         "spool_size": ("recording", "spool", "sizeLimit"),
+        "spool_medium": ("recording", "spool", "medium"),
         "signing_key_secret": ("recording", "signingKeySecret"),
     }
     for target, path in fields.items():
@@ -279,6 +293,13 @@ def settings_from_env(environ: Mapping[str, str], base: InjectionSettings | None
             settings = _apply_setting(settings, target, raw.strip())
         except ValueError as error:
             raise SettingsError(f"{variable}={raw!r}: {error}") from None
+    sidecar = settings.sidecar_resources
+    problem = memory_spool_problem(settings.spool_medium, settings.spool_size,
+                                   sidecar.memory_limit or sidecar.memory)
+    if problem:
+        raise SettingsError(f"recording.spool.medium=Memory (SKILLWARDEN_INJECT_SPOOL_MEDIUM): {problem}; "
+                            "raise sidecar.resources.limits.memory or lower recording.spool.sizeLimit "
+                            "(SKILLWARDEN_INJECT_SPOOL_SIZE)")
     return settings
 
 
@@ -299,6 +320,8 @@ def _apply_setting(settings: InjectionSettings, target: str, raw: str,
     elif target == "spool_size":
         _quantity(raw, "memory")
         value = raw
+    elif target == "spool_medium":
+        value = _spool_medium(raw)
     else:
         value = raw
     return replace(settings, **{target: value})
@@ -315,6 +338,30 @@ def _positive(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError("must be a whole number >= 1")
     return int(raw)
+
+
+def _spool_medium(raw: str) -> str:
+    if raw not in SPOOL_MEDIA:
+        raise ValueError(f'{raw[:64]!r} is not a spool medium: "" (node disk) or "Memory" (tmpfs)')
+    return raw
+
+
+def spool_admission_bytes(spool_size: str) -> int:
+    """The recorder's admission bound (--records-spool-max-bytes) for a spool of this sizeLimit."""
+    return int(_quantity(spool_size, "memory") * SPOOL_ADMISSION_SHARE)
+
+
+def memory_spool_problem(medium: str, spool_size: str, memory_limit: str) -> str | None:
+    """A tmpfs spool's pages are charged to the sidecar container that writes them: a memory limit
+    below spool + process would have the kernel OOM-kill the sidecar instead of the recorder
+    refusing requests with a 503."""
+    if medium != "Memory":
+        return None
+    needed = _quantity(spool_size, "memory") + SPOOL_MEMORY_HEADROOM
+    if _quantity(memory_limit, "memory") >= needed:
+        return None
+    return (f"the sidecar's memory limit {memory_limit} does not cover the memory-backed spool "
+            f"(sizeLimit {spool_size} + 128Mi for the process = {needed / 2**20:.0f}Mi)")
 
 
 def _port_number(raw: str) -> int:
@@ -350,6 +397,7 @@ class PodOptions:
     sidecar_resources: Resources
     opa_resources: Resources
     spool_size: str
+    spool_medium: str = ""
 
 
 @dataclass(frozen=True)
@@ -512,8 +560,18 @@ def _options(annotations: Mapping[str, str], settings: InjectionSettings) -> Pod
                     memory=opa_memory[0], memory_limit=opa_memory[1],
                     cpu_limit=settings.opa_resources.cpu_limit)
     spool = quantity("spool-size", "memory", settings.spool_size) or settings.spool_size
+    medium = settings.spool_medium
+    if (raw := annotations.get(PREFIX + "spool-medium")) is not None:
+        try:
+            medium = _spool_medium(raw.strip())
+        except ValueError as error:
+            raise InjectionDenied(f"annotation {PREFIX}spool-medium: {error}") from None
+    problem = memory_spool_problem(medium, spool, sidecar.memory_limit or sidecar.memory)
+    if problem:
+        raise InjectionDenied(f"spool medium Memory: {problem}; raise {PREFIX}sidecar-memory or lower "
+                              f"{PREFIX}spool-size")
     return PodOptions(native=native, provider_key_secret=secret, port=port, sidecar_resources=sidecar,
-                      opa_resources=opa, spool_size=spool)
+                      opa_resources=opa, spool_size=spool, spool_medium=medium)
 
 
 def _user_containers(spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -648,6 +706,8 @@ def sidecar_container(namespace: str, options: PodOptions, settings: InjectionSe
         f"--upstream-url={settings.upstream_url}",
         f"--provider-key-file={PROVIDER_KEY_DIR}/{settings.provider_key_secret_key}",
         f"--sa-audience={settings.token_audience}",
+        # Derived from the spool's sizeLimit (the sidecar's own default, 512 MiB, knows no volume).
+        f"--records-spool-max-bytes={spool_admission_bytes(options.spool_size)}",
     ]
     if settings.sa_issuer:
         args.append(f"--sa-issuer={settings.sa_issuer}")
@@ -760,11 +820,14 @@ def volumes(options: PodOptions, settings: InjectionSettings,
     token = [{"name": VOLUME_TOKEN, "projected": {"defaultMode": 0o444, "sources": [source]}}]
     if not with_token:
         token = []
+    # The API server drops `medium: ""`, so the disk spool carries no medium key (idempotence).
+    spool = {"medium": options.spool_medium} if options.spool_medium else {}
+    spool["sizeLimit"] = options.spool_size
     return [
         {"name": VOLUME_PROVIDER_KEY, "secret": {
             "secretName": options.provider_key_secret, "defaultMode": 0o444,
             "items": [{"key": settings.provider_key_secret_key, "path": settings.provider_key_secret_key}]}},
-        {"name": VOLUME_SPOOL, "emptyDir": {"sizeLimit": options.spool_size}},
+        {"name": VOLUME_SPOOL, "emptyDir": spool},
         {"name": VOLUME_TMP, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         *token,
     ] + ([{"name": VOLUME_SIGNING_KEY,

@@ -80,6 +80,11 @@ CASES: dict[str, tuple[dict[str, Any], inj.InjectionSettings]] = {
         "skillwarden.io/opa-memory": "96Mi", "skillwarden.io/port": "18790",
         "skillwarden.io/spool-size": "4Gi", "skillwarden.io/provider-key-secret": "team-claude-key"}),
         SETTINGS),
+    # recording.spool.medium: Memory (tmpfs spool): the sidecar's memory limit covers the spool
+    # plus 128Mi, and the recorder's admission bound is 40% of the sizeLimit.
+    "memory-spool": (_pod({"containers": [APP]}),
+                     inj.InjectionSettings(spool_medium="Memory", spool_size="256Mi",
+                                           sidecar_resources=inj.Resources("100m", "128Mi", "512Mi"))),
     # A real cluster's ServiceAccount admission already mounted the API token into the app: the
     # sidecar gets the same mount (approvals, JWKS) and service-account tokens are verified.
     "service-account-mount-and-issuers": (_pod({"containers": [{**APP, "volumeMounts": [

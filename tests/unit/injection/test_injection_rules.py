@@ -62,6 +62,14 @@ def test_label_or_annotation_alone_opts_in(source: str) -> None:
     ({"skillwarden.io/port": "80"}, {}, "1024-65535"),
     ({"skillwarden.io/port": "8181"}, {}, "collides with a port the injected containers use"),
     ({"skillwarden.io/native-sidecar": "sometimes"}, {}, 'must be "true" or "false"'),
+    ({"skillwarden.io/spool-medium": "memory"}, {},
+     "skillwarden.io/spool-medium: 'memory' is not a spool medium"),
+    ({"skillwarden.io/spool-medium": "HugePages-2Mi"}, {}, "is not a spool medium"),
+    # Defaults: a 1Gi tmpfs spool in a 256Mi sidecar would get the sidecar OOM-killed.
+    ({"skillwarden.io/spool-medium": "Memory"}, {},
+     "the sidecar's memory limit 256Mi does not cover the memory-backed spool (sizeLimit 1Gi + 128Mi"),
+    ({"skillwarden.io/spool-medium": "Memory", "skillwarden.io/spool-size": "256Mi",
+      "skillwarden.io/sidecar-memory": "300Mi"}, {}, "raise skillwarden.io/sidecar-memory"),
     ({"skillwarden.io/provider-key-secret": "Bad_Name"}, {}, "is not a valid Secret name"),
     ({"skillwarden.io/record": "false"}, {}, "recording and masking cannot be changed per pod"),
     ({"skillwarden.io/disable-recording": "true"}, {}, "recording and masking cannot be changed per pod"),
@@ -204,6 +212,46 @@ def test_settings_from_env_and_errors_name_the_variable() -> None:
             inj.settings_from_env({variable: value})
 
 
+def test_memory_spool_is_a_tmpfs_the_recorder_stops_filling_before_its_limit() -> None:
+    annotations = {**OPTED_IN, "skillwarden.io/spool-medium": "Memory", "skillwarden.io/spool-size": "256Mi",
+                   "skillwarden.io/sidecar-memory": "384Mi"}
+    out = inj.plan(pod(annotations), "finance", SETTINGS).pod
+    volumes = {v["name"]: v for v in out["spec"]["volumes"]}
+    assert volumes["skillwarden-spool"] == {"name": "skillwarden-spool",
+                                            "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}
+    sidecar = next(c for c in out["spec"]["containers"] if c["name"] == "skillwarden")
+    assert sidecar["resources"]["limits"]["memory"] == "384Mi"
+    bound = int(next(a for a in sidecar["args"] if a.startswith("--records-spool-max-bytes="))
+                .split("=")[1])
+    # Admission refuses past `bound`; in-flight appends stop at twice that (the recorder's hard
+    # bound): both below the tmpfs size, and the spool plus 128Mi inside the memory limit.
+    assert bound == int(256 * 2**20 * 0.4) and 2 * bound < 256 * 2**20
+    # The disk spool keeps its shape (no `medium` key: the API server would drop `medium: ""`).
+    disk = inj.plan(pod({**OPTED_IN, "skillwarden.io/spool-medium": ""}), "finance", SETTINGS).pod
+    disk_spool = {v["name"]: v for v in disk["spec"]["volumes"]}["skillwarden-spool"]
+    assert disk_spool["emptyDir"] == {"sizeLimit": "1Gi"}
+
+
+def test_spool_medium_setting_from_env_and_document() -> None:
+    # 128Mi spool + 128Mi for the process = the default 256Mi sidecar limit.
+    memory = {"SKILLWARDEN_INJECT_SPOOL_MEDIUM": "Memory", "SKILLWARDEN_INJECT_SPOOL_SIZE": "128Mi"}
+    settings = inj.settings_from_env(memory)
+    assert settings.spool_medium == "Memory"
+    out = inj.plan(pod(OPTED_IN), "finance", settings).pod
+    spool = {v["name"]: v for v in out["spec"]["volumes"]}["skillwarden-spool"]
+    assert spool["emptyDir"] == {"medium": "Memory", "sizeLimit": "128Mi"}
+    with pytest.raises(inj.SettingsError, match=r"SKILLWARDEN_INJECT_SPOOL_MEDIUM='tmpfs': 'tmpfs' is not a"):
+        inj.settings_from_env({"SKILLWARDEN_INJECT_SPOOL_MEDIUM": "tmpfs"})
+    # Memory with the default 1Gi spool and 256Mi sidecar limit stops start-up, naming what to change.
+    with pytest.raises(inj.SettingsError, match=r"raise sidecar\.resources\.limits\.memory or lower"):
+        inj.settings_from_env({"SKILLWARDEN_INJECT_SPOOL_MEDIUM": "Memory"})
+    document = {"recording": {"spool": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                "sidecar": {"resources": {"limits": {"memory": "256Mi"}}}}
+    assert inj.settings_from_document(document).spool_medium == "Memory"
+    with pytest.raises(ValueError, match=r"recording\.spool\.medium: 'memory' is not a spool medium"):
+        inj.settings_from_document({"recording": {"spool": {"medium": "memory"}}})
+
+
 def test_every_documented_annotation_is_in_the_docs() -> None:
     from pathlib import Path
     docs = (Path(__file__).parents[3] / "docs" / "injection.md").read_text()
@@ -258,3 +306,4 @@ def test_the_sidecar_accepts_the_injected_args_and_env(settings: inj.InjectionSe
     assert parsed.admin_port == settings.admin_port and parsed.opa_url == "http://127.0.0.1:8181"
     assert parsed.sa_audience == ("skillwarden",)
     assert parsed.oidc_issuer == settings.oidc_issuer
+    assert args.records_spool_max_bytes == inj.spool_admission_bytes(settings.spool_size)
