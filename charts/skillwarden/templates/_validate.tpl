@@ -43,4 +43,32 @@ Included once, from deployment.yaml, so `helm template|install|lint` all stop on
 {{- if eq (int $v.sidecar.port) (int $v.sidecar.metricsPort) -}}
 {{- fail "sidecar.port and sidecar.metricsPort must differ: app traffic and /metrics are separate listeners" -}}
 {{- end -}}
+{{- /* A tmpfs spool's pages are charged to the sidecar container: below sizeLimit + 128Mi (the
+process) the kernel OOM-kills the sidecar instead of the recorder answering 503. The operator
+checks the same at start-up (injection.memory_spool_problem); this stops `helm install` first. */ -}}
+{{- if eq (toString (dig "spool" "medium" "" $v.recording)) "Memory" -}}
+{{- $size := dig "spool" "sizeLimit" "1Gi" $v.recording -}}
+{{- $limit := dig "limits" "memory" (dig "requests" "memory" "" $v.sidecar.resources) $v.sidecar.resources -}}
+{{- $sizeMi := include "skillwarden.mebibytes" $size -}}
+{{- $limitMi := include "skillwarden.mebibytes" $limit -}}
+{{- if and $limit $sizeMi $limitMi (lt (float64 $limitMi) (addf (float64 $sizeMi) 128)) -}}
+{{- fail (printf "recording.spool.medium=Memory puts the spool in the sidecar's memory: sidecar.resources.limits.memory=%v must be at least recording.spool.sizeLimit (%v) + 128Mi for the process = %.0fMi; raise the limit or lower recording.spool.sizeLimit" $limit $size (addf (float64 $sizeMi) 128)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A Kubernetes memory quantity in MiB (as text), or "" when it is not one this template can read
+(the operator then checks it at start-up). */}}
+{{- define "skillwarden.mebibytes" -}}
+{{- if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) -}}
+{{- divf (float64 .) 1048576 -}}
+{{- else -}}
+{{- $text := toString . -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $text -}}
+{{- $suffix := trimPrefix $number $text -}}
+{{- $scale := dict "" 1 "k" 1000 "Ki" 1024 "M" 1000000 "Mi" 1048576 "G" 1000000000 "Gi" 1073741824 "T" 1000000000000 "Ti" 1099511627776 -}}
+{{- if and $number (hasKey $scale $suffix) -}}
+{{- divf (mulf (float64 $number) (get $scale $suffix)) 1048576 -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}

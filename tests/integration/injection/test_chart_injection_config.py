@@ -88,6 +88,63 @@ def test_chart_values_reach_the_injected_pod(tmp_path: Path) -> None:
     assert [p["name"] for p in sidecar["ports"]] == [document.get("metricsPortName", "skw-metrics")]
 
 
+def test_memory_spool_values_reach_the_injected_pod(tmp_path: Path) -> None:
+    document = rendered_document(
+        "providerKey.secretName=claude-key",
+        "recording.spool.medium=Memory",
+        "recording.spool.sizeLimit=256Mi",
+        "sidecar.resources.limits.memory=384Mi",
+    )
+    assert document["recording"]["spool"] == {"medium": "Memory", "sizeLimit": "256Mi"}
+    path = tmp_path / "injection.json"
+    path.write_text(json.dumps(document))
+    settings = injection.load_settings({injection.CONFIG_FILE_ENV: str(path)})
+    assert settings.spool_medium == "Memory"
+    pod = {
+        "metadata": {"name": "p", "labels": {"skillwarden.io/inject": "true"}},
+        "spec": {"serviceAccountName": "bot", "containers": [{"name": "app", "image": "x"}]},
+    }
+    spec = injection.plan(pod, "finance", settings).pod["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["skillwarden-spool"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "256Mi"}
+    injected = {c["name"]: c for c in (spec.get("initContainers") or []) + spec["containers"]}
+    sidecar = injected["skillwarden"]
+    assert sidecar["resources"]["limits"]["memory"] == "384Mi"
+    assert f"--records-spool-max-bytes={int(256 * 2**20 * 0.4)}" in sidecar["args"]
+
+    # The default (disk) render keeps the spool without a medium.
+    default = rendered_document("providerKey.secretName=claude-key")
+    path.write_text(json.dumps(default))
+    disk = injection.plan(pod, "finance", injection.load_settings({injection.CONFIG_FILE_ENV: str(path)})).pod
+    disk_spool = {v["name"]: v for v in disk["spec"]["volumes"]}["skillwarden-spool"]
+    assert disk_spool["emptyDir"] == {"sizeLimit": "1Gi"}
+
+
+def _refused(command: str, *sets: str) -> str:
+    helm = tools.ensure_all().helm
+    args = [str(helm), *command.split(), str(CHART)]
+    if command == "template":
+        args += ["--kube-version", "1.34.0"]
+    for value in sets:
+        args += ["--set", value]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, f"helm {command} accepted {sets}"
+    return result.stdout + result.stderr
+
+
+def test_bad_spool_medium_values_are_refused_by_the_chart() -> None:
+    key = "providerKey.secretName=k"
+    for command in ("lint --strict", "template"):  # the schema
+        assert "/recording/spool/medium': value must be one of '', 'Memory'" in _refused(
+            command, key, "recording.spool.medium=memory")
+    # Cross-field (templates/_validate.tpl; `helm lint` does not execute `fail`, install/template do).
+    # Memory with the default 1Gi spool and 256Mi sidecar limit: the sidecar would be OOM-killed.
+    assert "sidecar.resources.limits.memory=256Mi must be at least recording.spool.sizeLimit (1Gi) + 128Mi" \
+        in _refused("template", key, "recording.spool.medium=Memory")
+    assert "= 384Mi" in _refused("template", key, "recording.spool.medium=Memory",
+                                 "recording.spool.sizeLimit=0.25Gi", "sidecar.resources.limits.memory=383Mi")
+
+
 def test_a_broken_document_stops_start_up_with_the_variable_named(tmp_path: Path) -> None:
     path = tmp_path / "injection.json"
     path.write_text(json.dumps({"sidecar": {"port": "http", "resources": {}}}))
