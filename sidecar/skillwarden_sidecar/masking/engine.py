@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import re2
 
@@ -22,6 +24,8 @@ from skillwarden_sidecar.masking.spec import BUDGET_ENTITY, BUDGET_MARKER, Maski
 from skillwarden_sidecar.masking.validators import Validator
 
 _UNANCHORED = re2._Anchor.UNANCHORED
+_Candidate = tuple[int, int, int, int, "Detector"]  # start, -length, rank, end, detector
+_Span = tuple[int, int, "Detector"]  # start, end, detector
 _NO_MATCH = (-1, -1)
 
 
@@ -75,6 +79,12 @@ class Masker:
     ) -> list[tuple[int, int, Detector]]:
         """Validated, non-overlapping byte spans starting at or after `pos` (bytes before `pos` are
         context for boundary checks only)."""
+        return _merge(self._candidates(buf, pos, deadline))
+
+    def _candidates(self, buf: bytes, pos: int, deadline: float | None) -> list[_Candidate]:
+        """Every validated match of every detector, before overlaps are resolved. Each detector
+        scans on its own, so a masker with a subset of these detectors would find exactly the
+        candidates of its detectors (what `SharedScan` relies on)."""
         if self._screen is None or pos >= len(buf):
             return []
         hits = self._screen.Match(buf[pos:]) if pos else self._screen.Match(buf)
@@ -113,24 +123,22 @@ class Masker:
                     raise MaskingBudgetExceeded("masking scan exceeded its time budget")
         if time.thread_time() > deadline:
             raise MaskingBudgetExceeded("masking scan exceeded its time budget")
-        candidates.sort(key=lambda c: (c[0], c[1], c[2]))
-        chosen: list[tuple[int, int, Detector]] = []
-        for start, _, _, end, detector in candidates:
-            if chosen and start < chosen[-1][1]:
-                # Overlapping findings merge (the earlier one names it): masking a little more
-                # is safe, dropping the later one would leave its tail in clear text.
-                first_start, first_end, first = chosen[-1]
-                chosen[-1] = (first_start, max(first_end, end), first)
-            else:
-                chosen.append((start, end, detector))
-        return chosen
+        return candidates
 
     def find(self, text: str) -> list[tuple[int, int, Detector]]:
         """Validated spans in code points. Raises MaskingBudgetExceeded past a budget."""
+        buf, candidates = self._text_candidates(text)
+        return self._spans(text, (buf, _merge(candidates)))
+
+    def _text_candidates(self, text: str) -> tuple[bytes, list[_Candidate]]:
         buf = text.encode("utf-8", "surrogatepass")
         if len(buf) > self.spec.max_text_bytes:
             raise MaskingBudgetExceeded(f"text of {len(buf)} bytes exceeds the masking budget")
-        spans = self.find_bytes(buf)
+        return buf, self._candidates(buf, 0, None)
+
+    @staticmethod
+    def _spans(text: str, found: tuple[bytes, list[_Span]]) -> list[_Span]:
+        buf, spans = found
         if not spans or len(buf) == len(text):
             return spans
         return to_char_spans(buf, spans)
@@ -154,15 +162,85 @@ class Masker:
     def mask_text(self, text: str) -> MaskResult:
         try:
             spans = self.find(text)
-        except MaskingBudgetExceeded:
-            if self.spec.on_budget == "raise":
-                raise
-            return MaskResult(BUDGET_MARKER, [Finding(BUDGET_ENTITY, 0, len(text))])
+        except MaskingBudgetExceeded as error:
+            return self._over_budget(text, error)
+        return self.result(text, spans)
+
+    def _over_budget(self, text: str, error: MaskingBudgetExceeded) -> MaskResult:
+        if self.spec.on_budget == "raise":
+            raise error
+        return MaskResult(BUDGET_MARKER, [Finding(BUDGET_ENTITY, 0, len(text))])
+
+    def result(self, text: str, spans: list[_Span]) -> MaskResult:
         if not spans:
             return MaskResult(text, [])
         return MaskResult(
             self.render(text, spans), [Finding(d.entity, start, end) for start, end, d in spans]
         )
+
+
+def _merge(candidates: list[_Candidate]) -> list[_Span]:
+    candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+    chosen: list[_Span] = []
+    for start, _, _, end, detector in candidates:
+        if chosen and start < chosen[-1][1]:
+            # Overlapping findings merge (the earlier one names it): masking a little more
+            # is safe, dropping the later one would leave its tail in clear text.
+            first_start, first_end, first = chosen[-1]
+            chosen[-1] = (first_start, max(first_end, end), first)
+        else:
+            chosen.append((start, end, detector))
+    return chosen
+
+
+class TextMasker(Protocol):
+    def mask_text(self, text: str) -> MaskResult: ...
+
+
+class SharedScan:
+    """Two maskers over the same texts, scanned once: `wide` (e.g. the record's: every detector)
+    and `narrow` (e.g. upstream's: a subset of the same detectors). Each detector scans on its
+    own, so the narrow masker's candidates are the wide scan's candidates of its entities;
+    only overlap resolution and rendering are done per masker. `wide_view` and `narrow_view`
+    stand in for the two maskers in a JSON walk; the narrow walk must follow the wide one over
+    the same string objects (the scan is remembered per string object until `clear()`)."""
+
+    def __init__(self, wide: Masker, narrow: Masker) -> None:
+        if not {d.entity for d in narrow.detectors} <= {d.entity for d in wide.detectors}:
+            raise ValueError("the narrow masker's entities must be a subset of the wide one's")
+        self._wide, self._narrow = wide, narrow
+        self._entities = frozenset(d.entity for d in narrow.detectors)
+        self._memo: dict[int, tuple[str, MaskResult]] = {}
+        self.wide_view = _View(self._wide_text)
+        self.narrow_view = _View(self._narrow_text)
+
+    def _wide_text(self, text: str) -> MaskResult:
+        try:
+            buf, candidates = self._wide._text_candidates(text)
+        except MaskingBudgetExceeded as error:
+            narrow = self._narrow._over_budget(text, error)  # the narrow one fails closed the same way
+            self._memo[id(text)] = (text, narrow)
+            return self._wide._over_budget(text, error)
+        mine = [c for c in candidates if c[4].entity in self._entities]
+        self._memo[id(text)] = (text, self._narrow.result(text, self._wide._spans(text, (buf, _merge(mine)))))
+        return self._wide.result(text, self._wide._spans(text, (buf, _merge(candidates))))
+
+    def _narrow_text(self, text: str) -> MaskResult:
+        remembered = self._memo.get(id(text))
+        if remembered is not None and remembered[0] is text:
+            return remembered[1]
+        return self._narrow.mask_text(text)  # a string the wide walk did not see
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+
+class _View:
+    def __init__(self, mask: Callable[[str], MaskResult]) -> None:
+        self._mask = mask
+
+    def mask_text(self, text: str) -> MaskResult:
+        return self._mask(text)
 
 
 _SEPARATORS = frozenset(b" .-()")

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 
 from skillwarden_sidecar.errors import Rejection
-from skillwarden_sidecar.masking.engine import Masker, MaskingBudgetExceeded
+from skillwarden_sidecar.masking.engine import Masker, MaskingBudgetExceeded, SharedScan, TextMasker
 from skillwarden_sidecar.masking.entities import DETECTOR_VERSION
 from skillwarden_sidecar.masking.spec import Direction, MaskingSpec, MaskingSpecError
 from skillwarden_sidecar.masking.stream import StreamMasker
@@ -110,12 +110,11 @@ class MaskingHook:
         if body is None:
             return
         try:
-            record = self.masker(exchange, "record")
+            record, upstream = _paired(self.masker(exchange, "record"), self.masker(exchange, "upstream"))
             if record is not None:
                 masked, counts = mask_request_body(record, body)
                 exchange.annotations[RECORD_REQUEST] = masked
                 self._count(exchange, "record", counts)
-            upstream = self.masker(exchange, "upstream")
             if upstream is not None:
                 masked, counts = mask_request_body(upstream, body)
                 self._count(exchange, "upstream", counts)
@@ -133,12 +132,11 @@ class MaskingHook:
 
     def mask_response_body(self, exchange: Exchange, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            record = self.masker(exchange, "record")
+            record, client = _paired(self.masker(exchange, "record"), self.masker(exchange, "client"))
             if record is not None:
                 masked_record, counts = mask_response_body(record, body)
                 exchange.annotations[RECORD_RESPONSE] = masked_record
                 self._count(exchange, "record", counts)
-            client = self.masker(exchange, "client")
             if client is None:
                 return body
             masked, counts = mask_response_body(client, body)
@@ -189,6 +187,15 @@ class MaskingHook:
             "detector_version": DETECTOR_VERSION,
             "hmac_key_id": self.key_id,
         }
+
+
+def _paired(record: Masker | None, other: Masker | None) -> tuple[TextMasker | None, TextMasker | None]:
+    """The record's masker has every detector, so the upstream/client one is a subset: one scan
+    of each string serves both walks (the record walk must run first)."""
+    if record is None or other is None:
+        return record, other
+    shared = SharedScan(record, other)
+    return shared.wide_view, shared.narrow_view
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from skillwarden_sidecar.masking.engine import Masker
+from skillwarden_sidecar.masking.engine import TextMasker
 
 MAX_DEPTH = 64
 
@@ -30,7 +30,7 @@ class MaskingDepthError(ValueError):
     """A body nests deeper than MAX_DEPTH: refused rather than walked without bound."""
 
 
-def mask_string(masker: Masker, text: str, counts: Counter[str]) -> str:
+def mask_string(masker: TextMasker, text: str, counts: Counter[str]) -> str:
     if not text:
         return text
     result = masker.mask_text(text)
@@ -49,7 +49,7 @@ class _TooDeep(Exception):
 
 
 def mask_json(
-    masker: Masker, value: Any, counts: Counter[str], path: str = "$", depth: int = 0, free: bool = False
+    masker: TextMasker, value: Any, counts: Counter[str], path: str = "$", depth: int = 0, free: bool = False
 ) -> Any:
     """Walk a JSON value: strings are masked, object keys kept; copies only what changes.
     `free`: arbitrary data (a tool's input) where no key is structural."""
@@ -61,7 +61,7 @@ def mask_json(
                                 "refusing to mask it") from None
 
 
-def _walk(masker: Masker, value: Any, counts: Counter[str], depth: int, free: bool) -> Any:
+def _walk(masker: TextMasker, value: Any, counts: Counter[str], depth: int, free: bool) -> Any:
     if depth > MAX_DEPTH:
         raise _TooDeep
     if isinstance(value, str):
@@ -97,7 +97,7 @@ def _walk(masker: Masker, value: Any, counts: Counter[str], depth: int, free: bo
     return value
 
 
-def mask_request_body(masker: Masker, body: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
+def mask_request_body(masker: TextMasker, body: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
     """What the provider (or the record) sees of a `/v1/messages` or count_tokens request."""
     counts: Counter[str] = Counter()
     out = dict(body)
@@ -113,7 +113,7 @@ def mask_request_body(masker: Masker, body: dict[str, Any]) -> tuple[dict[str, A
     return out, counts
 
 
-def mask_response_body(masker: Masker, body: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
+def mask_response_body(masker: TextMasker, body: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
     """What the client (or the record) sees of a JSON `message` answer."""
     counts: Counter[str] = Counter()
     out = dict(body)
