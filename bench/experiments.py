@@ -11,6 +11,8 @@ Experiments:
 - `switch-interval`: `sys.setswitchinterval(0.0005)` (default 5 ms), to see how much of the added
   latency is the event loop waiting for the GIL held by the sidecar's background threads.
 - `cprofile`: cProfile of the event loop thread, dumped at exit (see `cprofile()`).
+- `no-recording`, `no-masking`: the hook's flags are accepted but the hook is not installed —
+  ablations that show what each part costs (never a headline figure: the wiring says so).
 """
 
 from __future__ import annotations
@@ -66,7 +68,18 @@ def cprofile() -> None:
                                                                "/tmp/skillwarden-sidecar.pstats")))
 
 
-EXPERIMENTS = {"token-cache": token_cache, "switch-interval": switch_interval, "cprofile": cprofile}
+def _skip_hook(module_name: str) -> None:
+    """Parse the hook's flags as usual but do not install it: what the pipeline costs without it."""
+    import importlib
+    module = importlib.import_module(module_name)
+    module.install = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+
+
+EXPERIMENTS = {
+    "token-cache": token_cache, "switch-interval": switch_interval, "cprofile": cprofile,
+    "no-recording": lambda: _skip_hook("skillwarden_sidecar.recording.sidecar_hook"),
+    "no-masking": lambda: _skip_hook("skillwarden_sidecar.masking.sidecar_hook"),
+}
 
 
 def main() -> int:

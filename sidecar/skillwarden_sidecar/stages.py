@@ -113,7 +113,7 @@ async def decide(services: Services, exchange: Exchange, route: Route) -> None:
     outcome = await services.decider.decide(exchange.policy_input)
     exchange.decision = outcome.decision
     exchange.timings.decision_s = (exchange.timings.decision_s or 0.0) + outcome.seconds
-    services.metrics.decisions.labels("cache" if outcome.cached else "opa").inc()
+    services.metrics.child(services.metrics.decisions, "cache" if outcome.cached else "opa").inc()
     if not outcome.cached:
         services.metrics.decision_seconds.observe(outcome.seconds)
 
@@ -201,9 +201,9 @@ async def _finish(services: Services, exchange: Exchange, route: Route | None) -
     timings.total_s = time.monotonic() - timings.started
     label = route.label if route else "unknown"
     if exchange.rejection is not None:
-        metrics.errors.labels(exchange.rejection.cause).inc()
+        metrics.child(metrics.errors, exchange.rejection.cause).inc()
     if exchange.error:
-        metrics.errors.labels(exchange.error).inc()
+        metrics.child(metrics.errors, exchange.error).inc()
     body = exchange.body or {}
     model = body.get("model") if isinstance(body.get("model"), str) else ""
     skills = sorted(str(s.get("skill_id", "")) for s in (exchange.policy_input or {}).get(
@@ -214,17 +214,18 @@ async def _finish(services: Services, exchange: Exchange, route: Route | None) -
         decision = "require_approval"
     elif exchange.rejection is not None and decision == "allow":
         decision = "allow_failed"
-    metrics.requests.labels(decision, exchange.workload.namespace, metrics.skill_label("+".join(skills)),
-                            metrics.model_label(model_family(str(model))), label).inc()
+    skill = metrics.skill_label("+".join(skills))
+    metrics.child(metrics.requests, decision, exchange.workload.namespace, skill,
+                  metrics.model_label(model_family(str(model))), label).inc()
     if timings.upstream_s is not None:
-        metrics.upstream_seconds.labels(label).observe(timings.upstream_s)
+        metrics.child(metrics.upstream_seconds, label).observe(timings.upstream_s)
     if timings.upstream_ttft_s is not None:
-        metrics.upstream_ttft.labels(label).observe(timings.upstream_ttft_s)
+        metrics.child(metrics.upstream_ttft, label).observe(timings.upstream_ttft_s)
         if timings.upstream_s is not None:
             # Our own cost before the answer starts: wall time to the upstream's first byte minus
             # the upstream's share and any human approval wait.
             before_upstream = timings.total_s - timings.upstream_s - (timings.approval_wait_s or 0.0)
-            metrics.added_latency.labels(label).observe(max(before_upstream, 0.0))
+            metrics.child(metrics.added_latency, label).observe(max(before_upstream, 0.0))
     if access_log.isEnabledFor(logging.INFO):
         access_log.info(
             "request_id=%s route=%s operation=%s decision=%s status=%s cause=%s identity=%s "
@@ -238,7 +239,7 @@ async def _finish(services: Services, exchange: Exchange, route: Route | None) -
     for direction, counts in exchange.masking_counts.items():
         for entity, count in counts.items():
             if count:
-                metrics.masked_entities.labels(metrics.entity_label(entity), direction).inc(count)
+                metrics.child(metrics.masked_entities, metrics.entity_label(entity), direction).inc(count)
 
 
 def _ms(seconds: float | None) -> str:
