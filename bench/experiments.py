@@ -75,7 +75,46 @@ def _skip_hook(module_name: str) -> None:
     module.install = lambda *args, **kwargs: None  # type: ignore[attr-defined]
 
 
+def gc_stats() -> None:
+    """Time every garbage collection (gc.callbacks); the longest pauses per generation are
+    written at exit to $SKILLWARDEN_BENCH_GC (default /tmp/skillwarden-sidecar-gc.json)."""
+    import atexit
+    import gc
+    import json
+    import os
+
+    started: list[float] = [0.0]
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append((time.perf_counter() - started[0]) * 1000)
+
+    gc.callbacks.append(callback)
+
+    def dump() -> None:
+        out = {str(g): {"count": len(v), "max_ms": max(v, default=0.0), "total_ms": sum(v)}
+               for g, v in pauses.items()}
+        with open(os.environ.get("SKILLWARDEN_BENCH_GC", "/tmp/skillwarden-sidecar-gc.json"), "w") as f:
+            json.dump(out, f)
+
+    atexit.register(dump)
+
+
+def gc_freeze() -> None:
+    """gc.freeze() a few seconds after start-up: the objects alive then (imported modules,
+    botocore's service model, compiled patterns) leave the collector's generations, so a full
+    collection walks only what requests allocate."""
+    import gc
+    import threading
+
+    threading.Timer(3.0, gc.freeze).start()
+
+
 EXPERIMENTS = {
+    "gc-stats": gc_stats, "gc-freeze": gc_freeze,
     "token-cache": token_cache, "switch-interval": switch_interval, "cprofile": cprofile,
     "no-recording": lambda: _skip_hook("skillwarden_sidecar.recording.sidecar_hook"),
     "no-masking": lambda: _skip_hook("skillwarden_sidecar.masking.sidecar_hook"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -230,6 +231,18 @@ async def start(app: web.Application, config: SidecarConfig, host: str, port: in
     return runner, int(bound)
 
 
+def settle_collector() -> None:
+    """Everything alive once the sidecar serves (modules, botocore's service model, compiled
+    patterns, pools) lives as long as the process: `gc.freeze()` takes it out of the collector's
+    generations, so a full collection walks only what requests allocate. Measured under the
+    bench's streaming load: full collections paused the event loop up to 71 ms (p99 added TTFT
+    at 16 streams 58 ms) before, 7 ms p99 after (`bench/experiments.py` gc-stats). A larger
+    first-generation threshold was tried: ten times fewer young collections, each ten times
+    longer, no less time in total; the default stays."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: SidecarConfig, hooks: Hooks | None = None) -> None:
     """Run until SIGTERM/SIGINT (the CLI's main loop)."""
     app = build_app(config, hooks)
@@ -238,6 +251,7 @@ async def serve(config: SidecarConfig, hooks: Hooks | None = None) -> None:
                                            config.admin_port, admin=True)
     log.info("skillwarden sidecar: traffic on %s:%d, admin on %s:%d, upstream %s, OPA %s",
              config.listen_host, port, config.admin_host, admin_port, config.upstream_url, config.opa_url)
+    settle_collector()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
