@@ -38,6 +38,8 @@ from skillwarden_sidecar.pipeline import StreamMasker as StreamMaskerProtocol
 RECORD_REQUEST = "masking.record_request"
 RECORD_RESPONSE = "masking.record_response"
 _CACHE_SIZE = 64
+_IDENTIFIER_MAX = 256  # paths, model names, skill ids
+_IDENTIFIERS_KEPT = 1024
 
 
 def key_id_for(key: bytes) -> str:
@@ -55,6 +57,7 @@ class MaskingHook:
                          "on_budget": on_budget}
         self._maskers: OrderedDict[tuple[Any, ...], Masker] = OrderedDict()
         self._by_settings: dict[tuple[bytes, str], Masker | None] = {}
+        self._identifiers: dict[tuple[Masker, str], str] = {}
 
     # -- maskers per decision and direction (compiled once, kept in a small LRU) ----------------
 
@@ -169,10 +172,19 @@ class MaskingHook:
 
         def masked(value: Any) -> Any:
             # Free-form strings outside the body (a path segment, a model name, a skill id) can
-            # carry PII too; the record gets them through the same record detectors.
+            # carry PII too; the record gets them through the same record detectors. They repeat
+            # on almost every request (twice per exchange): short ones are remembered.
             if record_masker is None or not isinstance(value, str):
                 return value
-            return record_masker.mask_text(value).text
+            if len(value) > _IDENTIFIER_MAX:
+                return record_masker.mask_text(value).text
+            key = (record_masker, value)
+            found = self._identifiers.get(key)
+            if found is None:
+                found = self._identifiers[key] = record_masker.mask_text(value).text
+                while len(self._identifiers) > _IDENTIFIERS_KEPT:
+                    self._identifiers.pop(next(iter(self._identifiers)))
+            return found
 
         body = exchange.body or {}
         return {
