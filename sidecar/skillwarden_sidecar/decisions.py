@@ -10,6 +10,7 @@ answer is reused for `--decision-cache-ttl` seconds (default 1 s), keyed by exac
 and the whole cache is dropped as soon as any answer names another bundle revision. A policy change
 therefore takes effect within OPA's bundle polling plus at most the TTL. Never cached: decisions
 OPA made by reading the prompt, require_approval, and any input that carries an approval.
+Concurrent misses of one key (a burst when an entry expires) wait for the first one's answer.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Decider:
         self._clock = clock
         self.patterns: PromptPatterns = UNKNOWN
         self._refresh: asyncio.Task[None] | None = None
+        self._inflight: dict[bytes, asyncio.Future[Decision | None]] = {}
         self.refresh_failures = 0
 
     def add_matches(self, policy_input: dict[str, Any]) -> None:
@@ -125,11 +127,33 @@ class Decider:
         self.add_matches(policy_input)
         fingerprint = policy_input["request"]["prompt_matches"]["fingerprint"]
         key = cache_key(policy_input) if self._cache.enabled else None
-        if key is not None:
-            cached = self._cache.get(key, self._clock())
-            if cached is not None:
-                return Outcome(cached, 0.0, True)
-        decision, seconds = await self._client.decide(policy_input)
+        if key is None:
+            return await self._ask(policy_input, None, fingerprint)
+        cached = self._cache.get(key, self._clock())
+        if cached is not None:
+            return Outcome(cached, 0.0, True)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            # The same call shape is being asked right now (a burst when an entry expired): wait
+            # for that answer instead of queueing another identical query at OPA. Only an answer
+            # OPA made without reading the prompt serves this request too; anything else (no
+            # answer, a failure, an answer that read the prompt) and this request asks itself.
+            answer = await asyncio.shield(pending)
+            if answer is not None and reusable(answer, fingerprint):
+                return Outcome(answer, 0.0, True)
+        return await self._ask(policy_input, key, fingerprint)
+
+    async def _ask(self, policy_input: dict[str, Any], key: bytes | None, fingerprint: str) -> Outcome:
+        pending: asyncio.Future[Decision | None] | None = None
+        if key is not None and key not in self._inflight:
+            pending = self._inflight[key] = asyncio.get_running_loop().create_future()
+        decision: Decision | None = None
+        try:
+            decision, seconds = await self._client.decide(policy_input)
+        finally:
+            if pending is not None and key is not None:
+                del self._inflight[key]
+                pending.set_result(decision)  # None when the call failed or was cancelled
         self._cache.observe_revision(decision.bundle_revision)
         if key is not None and reusable(decision, fingerprint):
             self._cache.put(key, decision, self._clock())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from skillwarden_operator.compiler import prompt_pattern_table
-from skillwarden_sidecar.decisions import Decider, DecisionCache, cache_key, reusable
+from skillwarden_sidecar.decisions import Decider, DecisionCache, Outcome, cache_key, reusable
 from skillwarden_sidecar.pipeline import Decision
 from skillwarden_sidecar.prompt_patterns import UNKNOWN, compile_table
 
@@ -138,3 +139,47 @@ async def test_decider_learns_the_table_then_reuses_answers() -> None:
     assert not payroll.cached and payroll.decision.action == "deny"
     assert opa.inputs[2]["request"]["prompt_matches"]["ids"] == ["2"]
     await decider.close()
+
+
+class SlowOpa(FakeOpa):
+    """Answers after a pause, so concurrent callers overlap; can fail its first call."""
+
+    def __init__(self, answers: list[Decision], fail_first: bool = False) -> None:
+        super().__init__(answers)
+        self.fail_first = fail_first
+
+    async def decide(self, policy_input: dict[str, Any]) -> tuple[Decision, float]:
+        self.inputs.append(policy_input)
+        await asyncio.sleep(0.05)
+        if self.fail_first and len(self.inputs) == 1:
+            raise RuntimeError("policy engine did not answer in time")
+        return self.answers.pop(0), 0.05
+
+
+async def learned(opa: FakeOpa) -> Decider:
+    decider = Decider(opa, "skillwarden/policies/prompt_patterns", DecisionCache(1.0))  # type: ignore[arg-type]
+    await decider.refresh_patterns()
+    assert decider.patterns.fingerprint == FP
+    return decider
+
+
+async def test_a_burst_of_one_shape_asks_opa_once() -> None:
+    opa = SlowOpa([decision()])
+    decider = await learned(opa)
+    outcomes = await asyncio.gather(*(decider.decide(policy_input(f"prompt {n}")) for n in range(16)))
+    assert len(opa.inputs) == 1
+    assert sum(not o.cached for o in outcomes) == 1 and all(o.decision.action == "allow" for o in outcomes)
+
+
+async def test_waiters_ask_themselves_when_the_shared_call_fails_or_read_the_prompt() -> None:
+    failing = SlowOpa([decision(), decision()], fail_first=True)
+    decider = await learned(failing)
+    results = await asyncio.gather(*(decider.decide(policy_input(f"p{n}")) for n in range(3)),
+                                   return_exceptions=True)
+    assert isinstance(results[0], RuntimeError)  # the first asker's own failure
+    assert all(isinstance(r, Outcome) for r in results[1:]) and len(failing.inputs) == 3
+
+    read_prompt = SlowOpa([decision(matched_in="policy-engine")] * 3)
+    decider = await learned(read_prompt)
+    outcomes = await asyncio.gather(*(decider.decide(policy_input(f"p{n}")) for n in range(3)))
+    assert len(read_prompt.inputs) == 3 and not any(o.cached for o in outcomes)
