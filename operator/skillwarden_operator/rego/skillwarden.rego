@@ -158,10 +158,11 @@ candidate_rules contains i if {
 }
 
 # Model globs are filed under their literal prefix: look up every prefix of the request's model
-# (bounded by the CRD's 128-character model names), only when some glob rule exists.
+# (bounded by the CRD's 128-character model names), only when some glob rule exists (a flag the
+# compiler sets: counting the index would walk all of its keys on every decision).
 candidate_rules contains i if {
 	req_model != ""
-	count(data.skillwarden.policies.rule_index.model_prefix) > 0
+	data.skillwarden.policies.rule_index_has_model_prefix
 	some n in numbers.range(1, count(req_model))
 	some i in data.skillwarden.policies.rule_index.model_prefix[substring(req_model, 0, n)]
 }
