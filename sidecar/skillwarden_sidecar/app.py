@@ -29,6 +29,7 @@ from skillwarden_sidecar.decisions import Decider, DecisionCache
 from skillwarden_sidecar.errors import ERROR_TYPES, error_body
 from skillwarden_sidecar.forwarding import Upstream
 from skillwarden_sidecar.identity import TokenVerifier, TrustedIssuer
+from skillwarden_sidecar.memory import release_free_heap
 from skillwarden_sidecar.metrics import SidecarMetrics
 from skillwarden_sidecar.pipeline import Hooks, Workload
 from skillwarden_sidecar.policy import PolicyClient
@@ -241,6 +242,7 @@ def settle_collector() -> None:
     longer, no less time in total; the default stays."""
     gc.collect()
     gc.freeze()
+    release_free_heap()  # what start-up parsed and dropped (botocore's data files) goes back
 
 
 async def serve(config: SidecarConfig, hooks: Hooks | None = None) -> None:

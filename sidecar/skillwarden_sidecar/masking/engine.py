@@ -66,7 +66,16 @@ class Masker:
         self.detectors: tuple[Detector, ...] = tuple(builtin + custom)
         self._rank = {d.entity: (PRIORITY.index(d.entity) if d.entity in PRIORITY else len(PRIORITY))
                       for d in self.detectors}  # fmt: skip
-        self._screen = _screen(tuple(d.pattern for d in self.detectors)) if self.detectors else None
+        # Built on first scan: a masker used only through SharedScan (the upstream one, whose
+        # strings the record's scan covers) never needs its own set (~0.5-2 MiB of RE2 program).
+        self._screen_built = False
+        self._screen_set: re2.Set | None = None
+
+    def _screen(self) -> re2.Set | None:
+        if not self._screen_built:
+            self._screen_set = _screen(tuple(d.pattern for d in self.detectors)) if self.detectors else None
+            self._screen_built = True
+        return self._screen_set
 
     @property
     def hmac_key_id(self) -> str:
@@ -85,9 +94,10 @@ class Masker:
         """Every validated match of every detector, before overlaps are resolved. Each detector
         scans on its own, so a masker with a subset of these detectors would find exactly the
         candidates of its detectors (what `SharedScan` relies on)."""
-        if self._screen is None or pos >= len(buf):
+        screen = self._screen()
+        if screen is None or pos >= len(buf):
             return []
-        hits = self._screen.Match(buf[pos:]) if pos else self._screen.Match(buf)
+        hits = screen.Match(buf[pos:]) if pos else screen.Match(buf)
         if not hits:
             return []
         if deadline is None:
