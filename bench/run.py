@@ -388,6 +388,9 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+IDLE_SETTLE_S = 2.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI mode: one round, c=16, ~40 s")
@@ -439,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                 for arm in running:  # warm up caches, pools and JITs before anything counts
                     check_arm(arm)
                     bench.wrk(arm, request_body(), 16, 1.0)
+                # Idle = warmed up and then left alone for IDLE_SETTLE_S, not the instant after a
+                # burst (the sidecar returns a burst's freed heap on its next shipping pass, at
+                # most a second later).
+                time.sleep(IDLE_SETTLE_S)
+                for arm in running:
                     if arm.pids():
                         idle[arm.name] = arms_mod.memory_kib(arm.pids(), "VmRSS") / 1024
                         idle_processes[arm.name] = arm.describe()
