@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AnyStr
 
 import orjson
 import re2
@@ -104,17 +105,7 @@ def _hold_back_bytes(rules: tuple[_HoldRule, ...], pending: str) -> int:
         if not rule.prefixes:
             start = region
             continue
-        point = size
-        for prefix in rule.prefixes:
-            found = buf.find(prefix, region, point)
-            if found != -1:
-                point = found
-        # A beginning of a literal at the very end may still become the literal.
-        for length in range(min(rule.longest - 1, size - region), 0, -1):
-            if size - length < point and buf[size - length :] in rule.beginnings:
-                point = size - length
-                break
-        start = min(start, point)
+        start = min(start, _literal_point(buf, region, size, rule.prefixes, rule.beginnings, rule.longest))
     if ascii_only or start == size:
         return start if ascii_only else len(pending)
     return len(buf[:start].decode("utf-8", "surrogatepass"))
@@ -134,17 +125,24 @@ def _hold_back_ascii(rules: tuple[_HoldRule, ...], pending: str) -> int:
         if not rule.prefixes:
             start = region
             continue
-        point = size
-        for prefix in rule.text_prefixes:
-            found = pending.find(prefix, region, point)
-            if found != -1:
-                point = found
-        for length in range(min(rule.longest - 1, size - region), 0, -1):
-            if size - length < point and pending[size - length:] in rule.text_beginnings:
-                point = size - length
-                break
-        start = min(start, point)
+        start = min(start, _literal_point(pending, region, size, rule.text_prefixes, rule.text_beginnings,
+                                          rule.longest))
     return start
+
+
+def _literal_point(text: AnyStr, region: int, size: int, prefixes: Iterable[AnyStr],
+                   beginnings: Container[AnyStr], longest: int) -> int:
+    """Where, in text[region:size], the first literal prefix of a rule starts — or the beginning
+    of one at the very end, which may still become the literal; `size` when neither."""
+    point = size
+    for prefix in prefixes:
+        found = text.find(prefix, region, point)
+        if found != -1:
+            point = found
+    for length in range(min(longest - 1, size - region), 0, -1):
+        if size - length < point and text[size - length:] in beginnings:
+            return size - length
+    return point
 
 
 class TextStream:
