@@ -64,8 +64,8 @@ ANNOTATIONS: dict[str, str] = {
     PREFIX + "opa-cpu": "CPU request of the opa container",
     PREFIX + "opa-memory": "memory request and limit of the opa container",
     PREFIX + "spool-size": "size limit of the record spool emptyDir",
-    PREFIX + "spool-medium": '"" (node disk) or "Memory" (tmpfs; the sidecar\'s memory limit must cover '
-                             'spool-size + 128Mi)',
+    PREFIX + "spool-medium": '"" (node disk; always allowed) or "Memory" (only where the platform chose it; '
+                             'the sidecar\'s memory limit must cover spool-size + 128Mi)',
     STATUS_KEY: "written by the webhook: what was injected (never set it yourself)",
 }
 
@@ -566,6 +566,13 @@ def _options(annotations: Mapping[str, str], settings: InjectionSettings) -> Pod
             medium = _spool_medium(raw.strip())
         except ValueError as error:
             raise InjectionDenied(f"annotation {PREFIX}spool-medium: {error}") from None
+        if medium and medium != settings.spool_medium:
+            # A memory spool loses what is not yet shipped with the node: evidence durability is
+            # the platform's call (chart recording.spool.medium), a pod may only keep the disk.
+            raise InjectionDenied(
+                f"annotation {PREFIX}spool-medium: {medium!r} is not allowed here: a memory-backed "
+                "spool loses unshipped records with the node, so only the platform setting "
+                "(chart recording.spool.medium) can choose it; a pod may ask for \"\" (node disk)")
     problem = memory_spool_problem(medium, spool, sidecar.memory_limit or sidecar.memory)
     if problem:
         raise InjectionDenied(f"spool medium Memory: {problem}; raise {PREFIX}sidecar-memory or lower "

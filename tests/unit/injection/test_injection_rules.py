@@ -65,11 +65,8 @@ def test_label_or_annotation_alone_opts_in(source: str) -> None:
     ({"skillwarden.io/spool-medium": "memory"}, {},
      "skillwarden.io/spool-medium: 'memory' is not a spool medium"),
     ({"skillwarden.io/spool-medium": "HugePages-2Mi"}, {}, "is not a spool medium"),
-    # Defaults: a 1Gi tmpfs spool in a 256Mi sidecar would get the sidecar OOM-killed.
-    ({"skillwarden.io/spool-medium": "Memory"}, {},
-     "the sidecar's memory limit 256Mi does not cover the memory-backed spool (sizeLimit 1Gi + 128Mi"),
-    ({"skillwarden.io/spool-medium": "Memory", "skillwarden.io/spool-size": "256Mi",
-      "skillwarden.io/sidecar-memory": "300Mi"}, {}, "raise skillwarden.io/sidecar-memory"),
+    # A pod cannot weaken its records' durability: the memory spool is the platform's choice.
+    ({"skillwarden.io/spool-medium": "Memory"}, {}, "only the platform setting"),
     ({"skillwarden.io/provider-key-secret": "Bad_Name"}, {}, "is not a valid Secret name"),
     ({"skillwarden.io/record": "false"}, {}, "recording and masking cannot be changed per pod"),
     ({"skillwarden.io/disable-recording": "true"}, {}, "recording and masking cannot be changed per pod"),
@@ -212,10 +209,25 @@ def test_settings_from_env_and_errors_name_the_variable() -> None:
             inj.settings_from_env({variable: value})
 
 
+MEMORY_SPOOL = inj.InjectionSettings(spool_medium="Memory", spool_size="256Mi")
+
+
+@pytest.mark.parametrize(("annotations", "message"), [
+    # A 1Gi tmpfs spool in a 256Mi sidecar would get the sidecar OOM-killed.
+    ({"skillwarden.io/spool-size": "1Gi"},
+     "the sidecar's memory limit 256Mi does not cover the memory-backed spool (sizeLimit 1Gi + 128Mi"),
+    ({"skillwarden.io/sidecar-memory": "300Mi"}, "raise skillwarden.io/sidecar-memory"),
+])
+def test_memory_spool_must_fit_the_sidecar_memory_limit(annotations: dict[str, str], message: str) -> None:
+    with pytest.raises(inj.InjectionDenied) as denied:
+        inj.plan(pod({**OPTED_IN, **annotations}), "finance", MEMORY_SPOOL)
+    assert message in str(denied.value)
+
+
 def test_memory_spool_is_a_tmpfs_the_recorder_stops_filling_before_its_limit() -> None:
-    annotations = {**OPTED_IN, "skillwarden.io/spool-medium": "Memory", "skillwarden.io/spool-size": "256Mi",
+    annotations = {**OPTED_IN, "skillwarden.io/spool-medium": "Memory",
                    "skillwarden.io/sidecar-memory": "384Mi"}
-    out = inj.plan(pod(annotations), "finance", SETTINGS).pod
+    out = inj.plan(pod(annotations), "finance", MEMORY_SPOOL).pod
     volumes = {v["name"]: v for v in out["spec"]["volumes"]}
     assert volumes["skillwarden-spool"] == {"name": "skillwarden-spool",
                                             "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}
@@ -227,9 +239,10 @@ def test_memory_spool_is_a_tmpfs_the_recorder_stops_filling_before_its_limit() -
     # bound): both below the tmpfs size, and the spool plus 128Mi inside the memory limit.
     assert bound == int(256 * 2**20 * 0.4) and 2 * bound < 256 * 2**20
     # The disk spool keeps its shape (no `medium` key: the API server would drop `medium: ""`).
-    disk = inj.plan(pod({**OPTED_IN, "skillwarden.io/spool-medium": ""}), "finance", SETTINGS).pod
+    disk = inj.plan(pod({**OPTED_IN, "skillwarden.io/spool-medium": "",
+                         "skillwarden.io/sidecar-memory": "384Mi"}), "finance", MEMORY_SPOOL).pod
     disk_spool = {v["name"]: v for v in disk["spec"]["volumes"]}["skillwarden-spool"]
-    assert disk_spool["emptyDir"] == {"sizeLimit": "1Gi"}
+    assert disk_spool["emptyDir"] == {"sizeLimit": "256Mi"}  # a pod may always keep the disk
 
 
 def test_spool_medium_setting_from_env_and_document() -> None:
