@@ -159,7 +159,7 @@ def _start(arm: arms_mod.Arm, upstream: str, work: Path, rules: int, spool_kind:
             f"--port={port}", "--admin-host=127.0.0.1", f"--admin-port={admin}",
             f"--upstream-url={upstream}", f"--provider-key-file={key_file}", f"--opa-url={opa_url}",
             f"--oidc-issuer={ISSUER}", f"--oidc-audience={AUDIENCE}", f"--oidc-jwks-file={jwks}",
-            "--jwt-algorithms=ES256", "--log-level=WARNING"]
+            "--jwt-algorithms=ES256", "--log-level=INFO"]
     flags = sidecar_flags()
     wiring = {"jwt": "ES256 caller token, JWKS file", "opa": f"real OPA, {rules} rules", "masking": "off",
               "recording": "off"}

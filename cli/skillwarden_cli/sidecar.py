@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"skillwarden sidecar: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from skillwarden_sidecar.logbuffer import buffer_logger
+    buffer_logger("skillwarden.sidecar.access")  # one write per second, not one per request
     hooks = Hooks()
     try:
         for module in _hook_modules():

@@ -63,7 +63,13 @@ async def test_sidecar_process_from_env_serves_and_exposes_metrics(
                      metrics.ADDED_LATENCY_SECONDS):
             assert f"{name}_count" in exposed, name
         assert "sk-ant" not in text and "sk-ant" not in log.read_text()
-        access = [line for line in log.read_text().splitlines() if "skillwarden.sidecar.access" in line]
+        # Access lines are written in batches, at most a second late (skillwarden_sidecar.logbuffer).
+        access: list[str] = []
+        for _ in range(40):
+            access = [line for line in log.read_text().splitlines() if "skillwarden.sidecar.access" in line]
+            if access:
+                break
+            await asyncio.sleep(0.05)
         assert len(access) == 1 and "decision=allow status=200" in access[0] and "hello" not in access[0]
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=20) == 0
