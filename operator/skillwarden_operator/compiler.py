@@ -67,11 +67,11 @@ def _literal_prefix(glob: str) -> str:
     return glob[:cut]
 
 
-def _pattern_table(valid: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
-    """Distinct promptMatches patterns -> id (decimal string: Rego object keys are strings)."""
-    distinct = sorted({pattern for _, spec in valid for rule in spec.get("rules", [])
-                       for pattern in rule["when"].get("promptMatches", [])})
-    return {pattern: str(position) for position, pattern in enumerate(distinct)}
+def _pattern_table(valid: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Distinct promptMatches patterns, sorted; a pattern's id is its position as a decimal
+    string (Rego object keys are strings)."""
+    return sorted({pattern for _, spec in valid for rule in spec.get("rules", [])
+                   for pattern in rule["when"].get("promptMatches", [])})
 
 
 def prompt_pattern_table(patterns: list[str]) -> dict[str, Any]:
@@ -113,7 +113,8 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
     grant_index: dict[str, dict[str, list[int]]] = {"group": defaultdict(list), "user": defaultdict(list),
                                                      "serviceaccount": defaultdict(list)}
     rules: list[dict[str, Any]] = []
-    patterns = _pattern_table(valid)
+    table = _pattern_table(valid)
+    patterns = {pattern: str(position) for position, pattern in enumerate(table)}  # pattern -> id
     rule_index: dict[str, Any] = {"skill": defaultdict(list), "tool": defaultdict(list),
                                   "pattern": defaultdict(list), "model": defaultdict(list),
                                   "model_prefix": defaultdict(list), "any": []}
@@ -139,8 +140,9 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
                     grant_index[kind][name].append(index)
         for rule in spec.get("rules", []):
             index = len(rules)
-            rules.append(_compile_rule(key, rule, patterns))
-            _index_rule(rule["when"], index, rule_index, patterns)
+            compiled = _compile_rule(key, rule, patterns)
+            rules.append(compiled)
+            _index_rule(rule["when"], compiled["when"].get("promptPatterns", []), index, rule_index)
         if "approval" in spec:
             approvals[key] = _compile_approval(spec["approval"])
 
@@ -154,7 +156,7 @@ def compile_namespace(namespace: str, policies: list[dict[str, Any]],
         "rule_index": {**{kind: _sorted_map(rule_index[kind]) for kind in _INDEX_KINDS},
                        "any": rule_index["any"]},
         "rule_index_has_model_prefix": bool(rule_index["model_prefix"]),
-        "prompt_patterns": prompt_pattern_table(sorted(patterns, key=lambda p: int(patterns[p]))),
+        "prompt_patterns": prompt_pattern_table(table),
         "approvals": approvals,
         "masking": _merge_masking([spec.get("masking", {}) for _, spec in valid]),
         "recording": _merge_recording(namespace, [(key, spec["recording"]) for key, spec in valid
@@ -219,8 +221,8 @@ def _compile_rule(policy: str, rule: dict[str, Any], patterns: dict[str, str]) -
             "message": rule.get("message", f"rule {rule['name']} of {policy}"), "when": compiled}
 
 
-def _index_rule(when: dict[str, Any], index: int, rule_index: dict[str, Any],
-                patterns: dict[str, str]) -> None:
+def _index_rule(when: dict[str, Any], pattern_ids: list[str], index: int,
+                rule_index: dict[str, Any]) -> None:
     """Put the rule under the most selective key it REQUIRES: a rule with a skills condition can
     only match a request carrying one of those skills, so it is only looked at for them; a rule
     with promptMatches only when one of its patterns matched; a rule with model globs only for
@@ -231,8 +233,8 @@ def _index_rule(when: dict[str, Any], index: int, rule_index: dict[str, Any],
     elif when.get("tools"):
         for tool in sorted(set(when["tools"])):
             rule_index["tool"][tool].append(index)
-    elif when.get("promptMatches"):
-        for pattern_id in sorted({patterns[p] for p in when["promptMatches"]}, key=int):
+    elif pattern_ids:
+        for pattern_id in pattern_ids:
             rule_index["pattern"][pattern_id].append(index)
     elif when.get("models") and all(_literal_prefix(model) for model in when["models"]):
         for model in sorted(set(when["models"])):

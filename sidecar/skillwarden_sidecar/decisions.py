@@ -115,7 +115,6 @@ class Decider:
         self.patterns: PromptPatterns = UNKNOWN
         self._refresh: asyncio.Task[None] | None = None
         self._inflight: dict[bytes, asyncio.Future[Decision | None]] = {}
-        self.refresh_failures = 0
 
     def add_matches(self, policy_input: dict[str, Any]) -> None:
         request = policy_input["request"]
@@ -176,7 +175,6 @@ class Decider:
             self.patterns = await asyncio.to_thread(compile_table, document)
         except ValueError as error:
             # Kept the old table: OPA goes on matching prompts itself until a fetch succeeds.
-            self.refresh_failures += 1
             log.warning("prompt pattern table not refreshed: %s", error)
 
     async def close(self) -> None:

@@ -15,28 +15,31 @@ import logging.handlers
 import threading
 
 
-def buffer_logger(name: str, capacity: int = 256, interval: float = 1.0) -> logging.handlers.MemoryHandler:
-    """Route `name` through a MemoryHandler in front of the root logger's handlers."""
+class BatchingHandler(logging.handlers.MemoryHandler):
+    """A MemoryHandler that also flushes every `interval` seconds (from a daemon thread)."""
+
+    def __init__(self, capacity: int, interval: float, target: logging.Handler) -> None:
+        super().__init__(capacity, flushLevel=logging.WARNING, target=target, flushOnClose=True)
+        self._stop = threading.Event()
+        self._interval = interval
+        threading.Thread(target=self._flush_now_and_then, name="skillwarden-log-flush", daemon=True).start()
+
+    def _flush_now_and_then(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+
+def buffer_logger(name: str, capacity: int = 256, interval: float = 1.0) -> BatchingHandler:
+    """Route `name` through a BatchingHandler in front of the root logger's handlers."""
     logger = logging.getLogger(name)
     targets = logging.getLogger().handlers or [logging.StreamHandler()]
-    buffered = logging.handlers.MemoryHandler(capacity, flushLevel=logging.WARNING,
-                                              target=_Fanout(targets), flushOnClose=True)
+    buffered = BatchingHandler(capacity, interval, _Fanout(targets))
     logger.addHandler(buffered)
     logger.propagate = False
-    stop = threading.Event()
-
-    def flush_now_and_then() -> None:
-        while not stop.wait(interval):
-            buffered.flush()
-
-    threading.Thread(target=flush_now_and_then, name="skillwarden-log-flush", daemon=True).start()
-    original_close = buffered.close
-
-    def close() -> None:
-        stop.set()
-        original_close()
-
-    buffered.close = close  # type: ignore[method-assign]
     return buffered
 
 

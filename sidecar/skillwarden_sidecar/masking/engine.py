@@ -213,7 +213,8 @@ class SharedScan:
     own, so the narrow masker's candidates are the wide scan's candidates of its entities;
     only overlap resolution and rendering are done per masker. `wide_view` and `narrow_view`
     stand in for the two maskers in a JSON walk; the narrow walk must follow the wide one over
-    the same string objects (the scan is remembered per string object until `clear()`)."""
+    the same string objects (the scan is remembered per string object for the scan's lifetime:
+    one exchange)."""
 
     def __init__(self, wide: Masker, narrow: Masker) -> None:
         if not {d.entity for d in narrow.detectors} <= {d.entity for d in wide.detectors}:
@@ -240,9 +241,6 @@ class SharedScan:
         if remembered is not None and remembered[0] is text:
             return remembered[1]
         return self._narrow.mask_text(text)  # a string the wide walk did not see
-
-    def clear(self) -> None:
-        self._memo.clear()
 
 
 class _View:
